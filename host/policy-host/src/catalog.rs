@@ -1,0 +1,279 @@
+//! The plugin catalog: one slot per plugin, hot swap, rollback.
+//!
+//! A candidate is read, pinned, compiled, checked against its slot's world and smoke-tested
+//! before it is swapped in with one atomic pointer store. Decisions already running hold their
+//! own `Arc` to the old version and finish on it. A candidate that fails any step is rejected,
+//! the error is kept for the admin API, and the serving version is untouched.
+
+use crate::{
+    artifact_cache::sha256_hex,
+    bindings::password_policy::PasswordPolicyPre,
+    config::{HostConfig, ResolvedSlot},
+    decision::PluginIdentity,
+    engine::PolicyEngine,
+    error::{LoadError, PluginError},
+    kind::{self, PluginKind},
+    loaded::{LoadedPlugin, PreInstance},
+    password_policy,
+};
+use arc_swap::ArcSwapOption;
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// A new version now serves.
+    Swapped { from: Option<PluginIdentity>, to: PluginIdentity },
+    /// The file holds the version already serving; nothing changed.
+    Unchanged(PluginIdentity),
+}
+
+/// Why a rollback did not happen.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RollbackError {
+    #[error("no plugin slot named `{0}`")]
+    UnknownSlot(String),
+    #[error("plugin `{0}` has no previous version to roll back to")]
+    NoPreviousVersion(String),
+}
+
+/// A slot's state, for the admin API.
+#[derive(Debug, Clone)]
+pub struct SlotStatus {
+    pub name: String,
+    pub kind: PluginKind,
+    pub enabled: bool,
+    pub current: Option<VersionStatus>,
+    pub previous: Option<PluginIdentity>,
+    pub last_error: Option<String>,
+}
+
+/// A loaded version, for the admin API.
+#[derive(Debug, Clone)]
+pub struct VersionStatus {
+    pub identity: PluginIdentity,
+    pub loaded_at: SystemTime,
+    pub decisions_served: u64,
+}
+
+/// One named plugin position: what serves now, what served before, what went wrong last.
+pub struct Slot {
+    pub(crate) config: ResolvedSlot,
+    current: ArcSwapOption<LoadedPlugin>,
+    previous: Mutex<Option<Arc<LoadedPlugin>>>,
+    last_error: Mutex<Option<String>>,
+    /// Serialises loads of this slot; decisions never take it.
+    loading: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    /// The version serving now. Cheap (an atomic load); the `Arc` keeps it alive for the caller.
+    pub fn current(&self) -> Option<Arc<LoadedPlugin>> {
+        self.current.load_full()
+    }
+}
+
+/// All plugin slots of a host.
+pub struct Catalog {
+    engine: Arc<PolicyEngine>,
+    dir: PathBuf,
+    slots: BTreeMap<String, Slot>,
+}
+
+impl Catalog {
+    /// A catalog with one (empty) slot per configured plugin and per plugin kind.
+    pub fn new(engine: Arc<PolicyEngine>, config: &HostConfig) -> Self {
+        let slots = config
+            .slot_names()
+            .into_iter()
+            .filter_map(|name| config.slot(&name))
+            .map(|resolved| {
+                let slot = Slot {
+                    config: resolved,
+                    current: ArcSwapOption::empty(),
+                    previous: Mutex::new(None),
+                    last_error: Mutex::new(None),
+                    loading: tokio::sync::Mutex::new(()),
+                };
+                (slot.config.name.clone(), slot)
+            })
+            .collect();
+        Self { engine, dir: config.dir.clone(), slots }
+    }
+
+    /// The engine decisions run on.
+    pub fn engine(&self) -> &Arc<PolicyEngine> {
+        &self.engine
+    }
+
+    /// The plugin directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The slot called `name`.
+    pub fn slot(&self, name: &str) -> Option<&Slot> {
+        self.slots.get(name)
+    }
+
+    /// The file a slot loads from: `<dir>/<name>.wasm`.
+    pub fn file_for(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.wasm"))
+    }
+
+    /// Loads every enabled slot whose file exists. Failures are logged and kept per slot; they
+    /// don't stop the others.
+    pub async fn load_all(&self) -> Vec<(String, Result<ReloadOutcome, LoadError>)> {
+        let mut results = Vec::new();
+        for (name, slot) in &self.slots {
+            if slot.config.enabled && self.file_for(name).is_file() {
+                results.push((name.clone(), self.reload(name).await));
+            }
+        }
+        results
+    }
+
+    /// Reads `<dir>/<name>.wasm` and, if it differs from the serving version and passes
+    /// validation, swaps it in. The previous version is kept for [`Catalog::rollback`].
+    pub async fn reload(&self, name: &str) -> Result<ReloadOutcome, LoadError> {
+        let slot = self.slots.get(name).ok_or_else(|| LoadError::UnknownSlot { name: name.to_owned() })?;
+        let _serialised = slot.loading.lock().await;
+        let result = self.load_into(slot).await;
+        match &result {
+            Ok(ReloadOutcome::Swapped { from, to }) => {
+                tracing::info!(plugin = name, version = &*to.version, sha256 = &*to.sha256, previous = from.as_ref().map(|from| &*from.version), "plugin swapped in");
+                *lock(&slot.last_error) = None;
+            }
+            Ok(ReloadOutcome::Unchanged(_)) => {}
+            Err(error) => {
+                tracing::warn!(plugin = name, %error, "plugin candidate rejected; the serving version is unchanged");
+                *lock(&slot.last_error) = Some(error.to_string());
+            }
+        }
+        result
+    }
+
+    async fn load_into(&self, slot: &Slot) -> Result<ReloadOutcome, LoadError> {
+        let name = slot.config.name.clone();
+        let path = self.file_for(&name);
+        let bytes = tokio::fs::read(&path).await.map_err(|source| LoadError::Read { path: path.display().to_string(), source })?;
+        let sha256 = sha256_hex(&bytes);
+        let serving = slot.current();
+        if let Some(serving) = &serving
+            && *serving.identity.sha256 == sha256
+        {
+            return Ok(ReloadOutcome::Unchanged(serving.identity.clone()));
+        }
+        if let Some(pinned) = &slot.config.sha256
+            && *pinned != sha256
+        {
+            return Err(LoadError::PinMismatch { name, pinned: pinned.clone(), actual: sha256 });
+        }
+        let engine = self.engine.clone();
+        let config = slot.config.clone();
+        let candidate = tokio::task::spawn_blocking(move || prepare(&engine, &config, &bytes, sha256))
+            .await
+            .map_err(|error| LoadError::Internal { name: name.clone(), message: format!("compilation task failed: {error}") })??;
+        let candidate = Arc::new(self.smoke_test(candidate).await?);
+        let to = candidate.identity.clone();
+        let from = slot.current.swap(Some(candidate));
+        let from_identity = from.as_ref().map(|from| from.identity.clone());
+        if from.is_some() {
+            *lock(&slot.previous) = from;
+        }
+        Ok(ReloadOutcome::Swapped { from: from_identity, to })
+    }
+
+    /// Asks the candidate who it is and runs one decision; either failing rejects it.
+    async fn smoke_test(&self, mut candidate: LoadedPlugin) -> Result<LoadedPlugin, LoadError> {
+        let name = candidate.identity.name.to_string();
+        let smoke_failed = |source: PluginError| LoadError::SmokeFailed { name: name.clone(), source };
+        match candidate.kind {
+            PluginKind::PasswordPolicy => {
+                let info = password_policy::info(&self.engine, &candidate).await.map_err(smoke_failed)?;
+                if info.version.is_empty() || info.version.len() > 64 {
+                    return Err(LoadError::Internal { name, message: format!("reported version {:?} is not a version", info.version) });
+                }
+                if info.name != *candidate.identity.name {
+                    tracing::warn!(slot = %candidate.identity.name, reported = %info.name, "plugin reports a different name than its slot");
+                }
+                candidate.identity.version = info.version.into();
+                password_policy::evaluate(&self.engine, &candidate, &password_policy::smoke_input()).await.map_err(smoke_failed)?;
+            }
+            PluginKind::BreachCheck | PluginKind::Captcha => unreachable!("prepare() refuses kinds without a linker"),
+        }
+        Ok(candidate)
+    }
+
+    /// Puts the previous version back in service (and the current one aside, so a second
+    /// rollback undoes the first). Holds until the next change of the plugin file or reload.
+    pub async fn rollback(&self, name: &str) -> Result<PluginIdentity, RollbackError> {
+        let slot = self.slots.get(name).ok_or_else(|| RollbackError::UnknownSlot(name.to_owned()))?;
+        let _serialised = slot.loading.lock().await;
+        let previous = lock(&slot.previous).take().ok_or_else(|| RollbackError::NoPreviousVersion(name.to_owned()))?;
+        let restored = previous.identity.clone();
+        let replaced = slot.current.swap(Some(previous));
+        *lock(&slot.previous) = replaced;
+        tracing::info!(plugin = name, version = &*restored.version, sha256 = &*restored.sha256, "plugin rolled back");
+        Ok(restored)
+    }
+
+    /// Every slot's state.
+    pub fn status(&self) -> Vec<SlotStatus> {
+        self.slots
+            .values()
+            .map(|slot| SlotStatus {
+                name: slot.config.name.clone(),
+                kind: slot.config.kind,
+                enabled: slot.config.enabled,
+                current: slot.current().map(|plugin| VersionStatus {
+                    identity: plugin.identity.clone(),
+                    loaded_at: plugin.loaded_at,
+                    decisions_served: plugin.decisions_served(),
+                }),
+                previous: lock(&slot.previous).as_ref().map(|plugin| plugin.identity.clone()),
+                last_error: lock(&slot.last_error).clone(),
+            })
+            .collect()
+    }
+}
+
+/// Compiles and checks a candidate: a component, of this slot's world, at a compatible WIT
+/// version, whose imports this host grants. CPU-heavy; runs on a blocking thread.
+fn prepare(engine: &PolicyEngine, slot: &ResolvedSlot, bytes: &[u8], sha256: String) -> Result<LoadedPlugin, LoadError> {
+    let name = slot.name.clone();
+    let component = engine
+        .compile(bytes, &sha256)
+        .map_err(|error| LoadError::NotAComponent { name: name.clone(), message: format!("{error:#}") })?;
+    let component_type = component.component_type();
+    let (kind, wit_version) = PluginKind::detect(component_type.exports(engine.engine()).map(|(export, _)| export))
+        .ok_or(LoadError::NoPolicyExport { name: name.clone(), expected: slot.kind })?;
+    if kind != slot.kind {
+        return Err(LoadError::WrongWorld { name, expected: slot.kind, actual: kind });
+    }
+    if !kind::is_compatible_wit_version(&wit_version) {
+        return Err(LoadError::IncompatibleContract { name, found: wit_version, host: kind::WIT_VERSION });
+    }
+    let linker = engine.linker(kind).ok_or_else(|| LoadError::Internal {
+        name: name.clone(),
+        message: format!("this host cannot run {kind} plugins yet"),
+    })?;
+    let unsatisfied = |error: wasmtime::Error| LoadError::UnsatisfiedImports { name: name.clone(), kind, message: format!("{error:#}") };
+    let instance_pre = linker.instantiate_pre(&component).map_err(unsatisfied)?;
+    let pre = match kind {
+        PluginKind::PasswordPolicy => PreInstance::PasswordPolicy(PasswordPolicyPre::new(instance_pre).map_err(unsatisfied)?),
+        PluginKind::BreachCheck | PluginKind::Captcha => unreachable!("engine.linker() has no linker for {kind}"),
+    };
+    let identity = PluginIdentity { name: name.as_str().into(), version: "unknown".into(), sha256: sha256.into() };
+    Ok(LoadedPlugin::new(identity, kind, wit_version, Arc::new(slot.settings.clone()), pre))
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (plain assignments).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,92 @@
+//! Host configuration: where plugins live and how each one is run.
+
+use crate::{fail_policy::FailPolicy, kind::PluginKind, limits::RuntimeLimits};
+use serde::Deserialize;
+use std::{collections::BTreeMap, path::PathBuf};
+
+/// The policy host's configuration (the `[plugins]` part of the service's TOML file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostConfig {
+    /// Directory holding `<name>.wasm` files (`dir`).
+    pub dir: PathBuf,
+    /// Where compiled artifacts are cached by content hash (`cache-dir`); `None` disables it.
+    #[serde(rename = "cache-dir")]
+    pub cache_dir: Option<PathBuf>,
+    /// Reload a plugin when its file changes (`watch`).
+    pub watch: bool,
+    /// Per-decision limits (`[plugins.limits]`).
+    pub limits: RuntimeLimits,
+    /// Per-plugin configuration, by slot name (`[plugins.slots.<name>]`). A `<name>.wasm` whose
+    /// name is a plugin kind (`password-policy`, `breach-check`, `captcha`) needs no entry.
+    pub slots: BTreeMap<String, PluginConfig>,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("plugins"),
+            cache_dir: None,
+            watch: true,
+            limits: RuntimeLimits::default(),
+            slots: BTreeMap::new(),
+        }
+    }
+}
+
+/// How one plugin slot is run.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginConfig {
+    /// The world the plugin must implement; defaults to the kind named like the slot.
+    pub kind: Option<PluginKind>,
+    /// Refuse any file whose sha-256 (hex) differs (`sha256`).
+    pub sha256: Option<String>,
+    /// What callers get when the plugin fails (`fail-policy`); defaults per kind.
+    #[serde(rename = "fail-policy")]
+    pub fail_policy: Option<FailPolicy>,
+    /// Plugin-scoped settings, read by the plugin through the `settings` interface.
+    pub settings: BTreeMap<String, String>,
+    /// Set to `false` to never load this plugin (`enabled`).
+    pub enabled: Option<bool>,
+}
+
+impl HostConfig {
+    /// The configuration of slot `name`: its explicit entry, or the defaults when the name is a
+    /// plugin kind. `None` for a name that is neither.
+    pub fn slot(&self, name: &str) -> Option<ResolvedSlot> {
+        let config = self.slots.get(name).cloned();
+        let kind = config.as_ref().and_then(|config| config.kind).or_else(|| PluginKind::from_world(name))?;
+        let config = config.unwrap_or_default();
+        Some(ResolvedSlot {
+            name: name.to_owned(),
+            kind,
+            fail_policy: config.fail_policy.unwrap_or_else(|| FailPolicy::default_for(kind)),
+            sha256: config.sha256.map(|pin| pin.trim().to_ascii_lowercase()),
+            settings: config.settings,
+            enabled: config.enabled.unwrap_or(true),
+        })
+    }
+
+    /// Every slot the configuration knows of: explicit entries and the kinds' default names.
+    pub fn slot_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.slots.keys().cloned().collect();
+        for kind in PluginKind::ALL {
+            if !names.iter().any(|name| name == kind.world()) {
+                names.push(kind.world().to_owned());
+            }
+        }
+        names
+    }
+}
+
+/// A slot's configuration with every default filled in.
+#[derive(Debug, Clone)]
+pub struct ResolvedSlot {
+    pub name: String,
+    pub kind: PluginKind,
+    pub fail_policy: FailPolicy,
+    pub sha256: Option<String>,
+    pub settings: BTreeMap<String, String>,
+    pub enabled: bool,
+}

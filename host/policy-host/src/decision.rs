@@ -1,0 +1,84 @@
+//! Decisions as the host hands them to callers, with the identity of whoever made them.
+
+use serde::Serialize;
+use std::sync::Arc;
+
+/// What the caller should do (mirrors the WIT `verdict`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Allow,
+    Deny,
+    Challenge,
+}
+
+/// One reason behind a verdict: a stable code and a sentence of guidance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub code: String,
+    pub message: String,
+}
+
+impl Finding {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { code: code.into(), message: message.into() }
+    }
+}
+
+/// The value of an [`Attribute`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum AttributeValue {
+    Integer(i64),
+    Number(f64),
+    Text(String),
+    Flag(bool),
+}
+
+/// A named measurement that goes with a decision.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attribute {
+    pub name: String,
+    pub value: AttributeValue,
+}
+
+/// A verdict with its findings and attributes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub findings: Vec<Finding>,
+    pub attributes: Vec<Attribute>,
+}
+
+impl Decision {
+    /// The codes of the findings, in order: handy for callers and tests.
+    pub fn codes(&self) -> Vec<&str> {
+        self.findings.iter().map(|finding| finding.code.as_str()).collect()
+    }
+
+    /// The attribute called `name`, if present.
+    pub fn attribute(&self, name: &str) -> Option<&AttributeValue> {
+        self.attributes.iter().find(|attribute| attribute.name == name).map(|attribute| &attribute.value)
+    }
+}
+
+/// Exactly which code made a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PluginIdentity {
+    /// The catalog slot (and file stem), e.g. `password-policy`.
+    pub name: Arc<str>,
+    /// The version the plugin reports.
+    pub version: Arc<str>,
+    /// sha-256 of the component file, lower-case hex.
+    pub sha256: Arc<str>,
+}
+
+/// A decision and where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DecisionRecord {
+    pub decision: Decision,
+    /// The plugin that decided; `None` when no plugin was loaded at all.
+    pub plugin: Option<PluginIdentity>,
+    /// `Some(reason)` when the plugin failed and the fail policy produced the decision.
+    pub fail_policy_applied: Option<String>,
+}

@@ -1,0 +1,119 @@
+//! The one wasmtime engine, its linkers, and the epoch ticker that enforces deadlines.
+
+use crate::{
+    artifact_cache::ArtifactCache, bindings::password_policy::PasswordPolicy, kind::PluginKind,
+    limits::RuntimeLimits, store_state::PluginState,
+};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+    component::{Component, HasSelf, Linker},
+};
+
+/// Address space reserved per linear memory slot. Plugins are capped far below this (see
+/// [`RuntimeLimits::memory_bytes`]); a small reservation keeps many slots cheap.
+const MEMORY_RESERVATION: u64 = 1 << 30;
+/// Dirty pages below this size are reset with memset instead of `madvise`: faster for the
+/// small amount of memory a decision touches.
+const KEEP_RESIDENT_BYTES: usize = 1 << 20;
+
+/// The engine and everything shared by all plugins.
+pub struct PolicyEngine {
+    engine: Engine,
+    limits: RuntimeLimits,
+    password_policy_linker: Linker<PluginState>,
+    cache: Option<ArtifactCache>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl PolicyEngine {
+    /// Builds the engine: pooling allocator sized from `limits`, copy-on-write memory images,
+    /// epoch interruption with a background ticker every `limits.epoch_tick`.
+    pub fn new(limits: RuntimeLimits, cache_dir: Option<std::path::PathBuf>) -> wasmtime::Result<Self> {
+        let instances = limits.max_concurrent_instances.max(1);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(instances)
+            .total_core_instances(instances * 8)
+            .total_memories(instances * 4)
+            .total_tables(instances * 8)
+            .total_stacks(instances)
+            .max_memories_per_component(4)
+            .max_memory_size(limits.memory_bytes)
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+            .table_keep_resident(64 << 10);
+        let mut config = Config::new();
+        config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .memory_init_cow(true)
+            .memory_reservation(MEMORY_RESERVATION)
+            .memory_guard_size(64 << 10)
+            .epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+
+        let mut password_policy_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut password_policy_linker)?;
+        PasswordPolicy::add_to_linker::<_, HasSelf<PluginState>>(&mut password_policy_linker, |state| state)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(engine.clone(), limits.epoch_tick, ticker_stop.clone())?;
+        let cache = cache_dir.map(|dir| ArtifactCache::new(dir, &engine));
+        Ok(Self { engine, limits, password_policy_linker, cache, ticker_stop })
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The per-decision limits.
+    pub fn limits(&self) -> &RuntimeLimits {
+        &self.limits
+    }
+
+    /// The linker for a kind: exactly the imports that kind's world grants. `None` for kinds
+    /// this host cannot run yet.
+    pub fn linker(&self, kind: PluginKind) -> Option<&Linker<PluginState>> {
+        match kind {
+            PluginKind::PasswordPolicy => Some(&self.password_policy_linker),
+            PluginKind::BreachCheck | PluginKind::Captcha => None,
+        }
+    }
+
+    /// Compiles `bytes` (or loads the cached artifact for `sha256`). CPU-heavy: call it off the
+    /// request path.
+    pub fn compile(&self, bytes: &[u8], sha256: &str) -> wasmtime::Result<Component> {
+        let component = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, bytes, sha256)?,
+            None => Component::new(&self.engine, bytes)?,
+        };
+        // Build the copy-on-write memory image now rather than on the first decision.
+        component.initialize_copy_on_write_image()?;
+        Ok(component)
+    }
+}
+
+impl Drop for PolicyEngine {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Advances the engine's epoch every `tick`; a store's deadline is a number of ticks.
+fn spawn_epoch_ticker(engine: Engine, tick: std::time::Duration, stop: Arc<AtomicBool>) -> wasmtime::Result<()> {
+    thread::Builder::new()
+        .name("wasm-epoch-ticker".to_owned())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                thread::sleep(tick);
+                engine.increment_epoch();
+            }
+        })
+        .map(|_| ())
+        .map_err(|error| wasmtime::Error::msg(format!("cannot start the epoch ticker: {error}")))
+}

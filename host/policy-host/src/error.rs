@@ -1,0 +1,76 @@
+//! Typed errors: why a decision or a plugin load failed, naming the plugin and version.
+
+use crate::kind::PluginKind;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Why a plugin could not make a decision. Every variant names the plugin; the caller's fail
+/// policy decides what the user gets.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum PluginError {
+    /// No slot of that name, or nothing ever loaded into it.
+    #[error("no plugin is loaded as `{name}`")]
+    NotLoaded { name: String },
+    /// The slot holds a plugin of another kind.
+    #[error("plugin `{name}` is a {actual} plugin, not a {expected} plugin")]
+    WrongKind { name: String, expected: PluginKind, actual: PluginKind },
+    /// The input was refused before any plugin ran.
+    #[error("input of {size} bytes exceeds the limit of {limit} bytes")]
+    InputTooLarge { size: usize, limit: usize },
+    /// The decision ran past its deadline and was stopped.
+    #[error("plugin `{name}` {version} exceeded its deadline of {deadline:?}")]
+    DeadlineExceeded { name: String, version: String, deadline: Duration },
+    /// The plugin tried to grow its memory past the cap.
+    #[error("plugin `{name}` {version} exceeded its memory cap of {limit_bytes} bytes")]
+    MemoryLimit { name: String, version: String, limit_bytes: usize },
+    /// The plugin trapped (a panic, an `unreachable`, a bad memory access...).
+    #[error("plugin `{name}` {version} trapped: {message}")]
+    Trap { name: String, version: String, message: String },
+    /// The plugin returned something the host refuses (too many findings, huge strings...).
+    #[error("plugin `{name}` {version} returned an invalid answer: {message}")]
+    InvalidOutput { name: String, version: String, message: String },
+    /// Every instance slot is busy: too many decisions at once.
+    #[error("plugin `{name}` {version} could not be instantiated: {message}")]
+    Instantiation { name: String, version: String, message: String },
+}
+
+impl PluginError {
+    /// A stable, short code for metrics and problem responses.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotLoaded { .. } => "plugin-not-loaded",
+            Self::WrongKind { .. } => "plugin-wrong-kind",
+            Self::InputTooLarge { .. } => "input-too-large",
+            Self::DeadlineExceeded { .. } => "plugin-deadline-exceeded",
+            Self::MemoryLimit { .. } => "plugin-memory-limit",
+            Self::Trap { .. } => "plugin-trap",
+            Self::InvalidOutput { .. } => "plugin-invalid-output",
+            Self::Instantiation { .. } => "plugin-instantiation-failed",
+        }
+    }
+}
+
+/// Why a candidate plugin was rejected. The version already serving (if any) keeps serving.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error("cannot read plugin file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("plugin `{name}` is not configured and its name is not a plugin kind")]
+    UnknownSlot { name: String },
+    #[error("plugin `{name}`: sha-256 {actual} does not match the pinned {pinned}")]
+    PinMismatch { name: String, pinned: String, actual: String },
+    #[error("plugin `{name}` is not a valid WebAssembly component: {message}")]
+    NotAComponent { name: String, message: String },
+    #[error("plugin `{name}` exports no `user-service:policy` interface; expected the {expected} world")]
+    NoPolicyExport { name: String, expected: PluginKind },
+    #[error("plugin `{name}` implements the {actual} world, but this slot expects {expected}")]
+    WrongWorld { name: String, expected: PluginKind, actual: PluginKind },
+    #[error("plugin `{name}` was built against WIT {found}, which this host (WIT {host}) cannot serve")]
+    IncompatibleContract { name: String, found: String, host: &'static str },
+    #[error("plugin `{name}` needs imports this host does not give a {kind} plugin: {message}")]
+    UnsatisfiedImports { name: String, kind: PluginKind, message: String },
+    #[error("plugin `{name}` failed its smoke decision: {source}")]
+    SmokeFailed { name: String, source: PluginError },
+    #[error("plugin `{name}`: {message}")]
+    Internal { name: String, message: String },
+}

@@ -1,0 +1,91 @@
+//! [`PolicyHost`]: the engine, the catalog and the watcher behind one handle.
+
+use crate::{
+    catalog::Catalog,
+    config::HostConfig,
+    decision::DecisionRecord,
+    engine::PolicyEngine,
+    error::PluginError,
+    kind::PluginKind,
+    loaded::LoadedPlugin,
+    password_policy::{self, PasswordInput},
+    watcher::{self, PluginDirWatcher},
+};
+use std::sync::Arc;
+
+/// The policy host a service embeds.
+pub struct PolicyHost {
+    catalog: Arc<Catalog>,
+    _watcher: Option<PluginDirWatcher>,
+}
+
+impl PolicyHost {
+    /// Builds the engine, loads every plugin found in `config.dir` and, when `config.watch`
+    /// is set, starts watching the directory. Plugins that fail to load are reported in
+    /// [`Catalog::status`]; they don't prevent the start. Must run inside a tokio runtime.
+    pub async fn start(config: &HostConfig) -> anyhow::Result<Self> {
+        let engine = PolicyEngine::new(config.limits.clone(), config.cache_dir.clone())
+            .map_err(|error| anyhow::anyhow!("cannot build the wasm engine: {error:#}"))?;
+        let catalog = Arc::new(Catalog::new(Arc::new(engine), config));
+        std::fs::create_dir_all(&config.dir)
+            .map_err(|error| anyhow::anyhow!("cannot create plugin directory {}: {error}", config.dir.display()))?;
+        for (name, result) in catalog.load_all().await {
+            if let Err(error) = result {
+                tracing::error!(plugin = name, %error, "plugin failed to load at start");
+            }
+        }
+        let watcher = if config.watch {
+            Some(watcher::watch(catalog.clone()).map_err(|error| anyhow::anyhow!("cannot watch {}: {error}", config.dir.display()))?)
+        } else {
+            None
+        };
+        Ok(Self { catalog, _watcher: watcher })
+    }
+
+    /// The catalog: status, reload, rollback.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// Judges a new password with the plugin in slot `name`; when the plugin fails, the slot's
+    /// fail policy decides, and the record says so.
+    pub async fn evaluate_password(&self, name: &str, input: &PasswordInput) -> DecisionRecord {
+        match self.try_evaluate_password(name, input).await {
+            Ok(record) => record,
+            Err(error) => self.fail(name, PluginKind::PasswordPolicy, error),
+        }
+    }
+
+    /// Like [`PolicyHost::evaluate_password`] but returns the plugin's error instead of
+    /// applying the fail policy.
+    pub async fn try_evaluate_password(&self, name: &str, input: &PasswordInput) -> Result<DecisionRecord, PluginError> {
+        let plugin = self.serving(name, PluginKind::PasswordPolicy)?;
+        let decision = password_policy::evaluate(self.catalog.engine(), &plugin, input).await?;
+        plugin.count_decision();
+        Ok(DecisionRecord { decision, plugin: Some(plugin.identity.clone()), fail_policy_applied: None })
+    }
+
+    /// The version serving in slot `name`, checked to be of `kind`.
+    fn serving(&self, name: &str, kind: PluginKind) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let plugin = self
+            .catalog
+            .slot(name)
+            .and_then(|slot| slot.current())
+            .ok_or_else(|| PluginError::NotLoaded { name: name.to_owned() })?;
+        if plugin.kind != kind {
+            return Err(PluginError::WrongKind { name: name.to_owned(), expected: kind, actual: plugin.kind });
+        }
+        Ok(plugin)
+    }
+
+    fn fail(&self, name: &str, kind: PluginKind, error: PluginError) -> DecisionRecord {
+        let slot = self.catalog.slot(name);
+        let policy = slot.map(|slot| slot.config.fail_policy).unwrap_or_else(|| crate::FailPolicy::default_for(kind));
+        tracing::warn!(plugin = name, %error, ?policy, "plugin failed; applying the fail policy");
+        DecisionRecord {
+            decision: policy.decide(kind, &error),
+            plugin: slot.and_then(|slot| slot.current()).map(|plugin| plugin.identity.clone()),
+            fail_policy_applied: Some(error.to_string()),
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Per-decision limits: deadline, memory cap, input and output size caps.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+/// What a single decision may use. Defaults suit an interactive request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeLimits {
+    /// Wall-clock budget of one decision, instantiation included (`deadline-ms`).
+    #[serde(rename = "deadline-ms", with = "millis")]
+    pub deadline: Duration,
+    /// Largest linear memory one instance may grow to, in bytes (`memory-bytes`).
+    #[serde(rename = "memory-bytes")]
+    pub memory_bytes: usize,
+    /// Largest password (or token) handed to a plugin, in bytes; larger inputs are refused by
+    /// the host before any plugin runs (`max-input-bytes`).
+    #[serde(rename = "max-input-bytes")]
+    pub max_input_bytes: usize,
+    /// Most findings and attributes accepted from one decision (`max-findings`).
+    #[serde(rename = "max-findings")]
+    pub max_findings: usize,
+    /// Longest finding code, message or attribute text accepted, in bytes (`max-text-bytes`).
+    #[serde(rename = "max-text-bytes")]
+    pub max_text_bytes: usize,
+    /// Granularity of the deadline: the epoch ticker's period (`epoch-tick-ms`).
+    #[serde(rename = "epoch-tick-ms", with = "millis")]
+    pub epoch_tick: Duration,
+    /// Most instances alive at once, across all plugins (`max-concurrent-instances`).
+    #[serde(rename = "max-concurrent-instances")]
+    pub max_concurrent_instances: u32,
+}
+
+impl Default for RuntimeLimits {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_millis(1000),
+            memory_bytes: 32 << 20,
+            max_input_bytes: 16 << 10,
+            max_findings: 32,
+            max_text_bytes: 1024,
+            epoch_tick: Duration::from_millis(5),
+            max_concurrent_instances: 256,
+        }
+    }
+}
+
+impl RuntimeLimits {
+    /// The deadline in epoch ticks, rounded up, at least one.
+    pub fn deadline_ticks(&self) -> u64 {
+        let tick = self.epoch_tick.as_nanos().max(1);
+        (self.deadline.as_nanos().div_ceil(tick)).max(1) as u64
+    }
+}
+
+mod millis {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_millis)
+    }
+}

@@ -1,0 +1,92 @@
+//! A plugin version that passed validation and can serve decisions.
+
+use crate::{
+    bindings::password_policy::PasswordPolicyPre,
+    decision::PluginIdentity,
+    engine::PolicyEngine,
+    error::PluginError,
+    kind::PluginKind,
+    store_state::{MemoryCapExceeded, PluginState},
+};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::SystemTime,
+};
+use wasmtime::{Store, Trap};
+
+/// The pre-linked, ready-to-instantiate component, typed by kind.
+pub(crate) enum PreInstance {
+    PasswordPolicy(PasswordPolicyPre<PluginState>),
+}
+
+/// One loaded plugin version. Shared (`Arc`) by the catalog and every decision in flight, so a
+/// swap never pulls a version out from under a running decision.
+pub struct LoadedPlugin {
+    /// Name, version and content hash, recorded with every decision.
+    pub identity: PluginIdentity,
+    /// The world it implements.
+    pub kind: PluginKind,
+    /// The WIT package version it was built against.
+    pub wit_version: String,
+    /// When this version was loaded.
+    pub loaded_at: SystemTime,
+    pub(crate) settings: Arc<BTreeMap<String, String>>,
+    pub(crate) pre: PreInstance,
+    label: Arc<str>,
+    decisions: AtomicU64,
+}
+
+impl LoadedPlugin {
+    pub(crate) fn new(
+        identity: PluginIdentity,
+        kind: PluginKind,
+        wit_version: String,
+        settings: Arc<BTreeMap<String, String>>,
+        pre: PreInstance,
+    ) -> Self {
+        let label = format!("{} {}", identity.name, identity.version).into();
+        Self { identity, kind, wit_version, loaded_at: SystemTime::now(), settings, pre, label, decisions: AtomicU64::new(0) }
+    }
+
+    /// Decisions served by this version so far (smoke decisions excluded).
+    pub fn decisions_served(&self) -> u64 {
+        self.decisions.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_decision(&self) {
+        self.decisions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A fresh store for one decision: memory cap and deadline armed.
+    pub(crate) fn new_store(&self, engine: &PolicyEngine) -> Store<PluginState> {
+        let limits = engine.limits();
+        let state = PluginState::new(self.settings.clone(), self.label.clone(), limits.memory_bytes);
+        let mut store = Store::new(engine.engine(), state);
+        store.limiter(|state| &mut state.memory);
+        store.set_epoch_deadline(limits.deadline_ticks());
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Turns a wasmtime error from this plugin's store into a typed [`PluginError`].
+    pub(crate) fn classify(&self, engine: &PolicyEngine, store: &Store<PluginState>, error: wasmtime::Error) -> PluginError {
+        let name = self.identity.name.to_string();
+        let version = self.identity.version.to_string();
+        if store.data().memory.hit || error.is::<MemoryCapExceeded>() {
+            return PluginError::MemoryLimit { name, version, limit_bytes: store.data().memory.limit_bytes };
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => PluginError::DeadlineExceeded { name, version, deadline: engine.limits().deadline },
+            Some(trap) => {
+                let stderr = store.data().captured_stderr();
+                let message = if stderr.is_empty() { trap.to_string() } else { format!("{trap}: {stderr}") };
+                PluginError::Trap { name, version, message }
+            }
+            None => PluginError::Instantiation { name, version, message: format!("{error:#}") },
+        }
+    }
+}

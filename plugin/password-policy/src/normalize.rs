@@ -1,0 +1,84 @@
+//! Normalisation and the "simple variants" a whole-password comparison must see through.
+
+use unicode_normalization::UnicodeNormalization;
+
+/// NFKC, as NIST SP 800-63B asks before counting and comparing: full-width letters,
+/// ligatures and compatibility forms become their plain equivalents.
+pub fn nfkc(password: &str) -> String {
+    password.nfkc().collect()
+}
+
+/// The comparison key of a password or word: NFKC, then lower case.
+pub fn comparison_key(text: &str) -> String {
+    nfkc(text).to_lowercase()
+}
+
+/// The variants of an already-keyed password that are compared against block lists: the key
+/// itself, without trailing digits and symbols (`password123!`), without separators
+/// (`pass word`), and with common leetspeak undone (`p@ssw0rd`). Deduplicated, never empty.
+pub fn variants(key: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(8);
+    let mut push = |candidate: String| {
+        if !candidate.is_empty() && !out.contains(&candidate) {
+            out.push(candidate);
+        }
+    };
+    let stripped = strip_trailing_digits_and_symbols(key);
+    let joined = remove_separators(key);
+    for base in [key.to_owned(), stripped.to_owned(), joined] {
+        push(unleet(&base, 'i'));
+        push(unleet(&base, 'l'));
+        push(unleet(strip_trailing_digits_and_symbols(&unleet(&base, 'i')), 'i'));
+        push(base);
+    }
+    out
+}
+
+/// `password2024!` → `password`. Leaves the text alone when nothing else would remain.
+fn strip_trailing_digits_and_symbols(text: &str) -> &str {
+    let trimmed = text.trim_end_matches(|c: char| c.is_ascii_digit() || c.is_ascii_punctuation());
+    if trimmed.is_empty() { text } else { trimmed }
+}
+
+/// Drops spaces, dots, dashes and underscores: `john.smith` and `john smith` → `johnsmith`.
+fn remove_separators(text: &str) -> String {
+    text.chars().filter(|c| !c.is_whitespace() && !matches!(c, '.' | '-' | '_')).collect()
+}
+
+/// Undoes common character substitutions. `1` is ambiguous, so the caller picks `i` or `l`.
+fn unleet(text: &str, one_as: char) -> String {
+    text.chars()
+        .map(|c| match c {
+            '0' => 'o',
+            '1' => one_as,
+            '3' => 'e',
+            '4' | '@' => 'a',
+            '5' | '$' => 's',
+            '7' | '+' => 't',
+            '8' => 'b',
+            '9' => 'g',
+            '!' | '|' => 'i',
+            other => other,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_width_letters_become_ascii() {
+        assert_eq!(nfkc("ｐａｓｓｗｏｒｄ"), "password");
+        assert_eq!(comparison_key("ＰａｓｓＷｏｒｄ"), "password");
+    }
+
+    #[test]
+    fn variants_see_through_suffixes_leet_and_separators() {
+        assert!(variants("password123!").contains(&"password".to_owned()));
+        assert!(variants("p@ssw0rd").contains(&"password".to_owned()));
+        assert!(variants("p4ssw0rd2024").contains(&"password".to_owned()));
+        assert!(variants("john.smith").contains(&"johnsmith".to_owned()));
+        assert!(variants("1234").contains(&"1234".to_owned()));
+    }
+}

@@ -1,0 +1,85 @@
+//! Repetitive and sequential passwords: `aaaaaaaa`, `abcabcabc`, `12345678`, `qwertyuiop`.
+
+/// Keyboard rows (and the digit row) whose runs count as sequential, in either direction.
+const KEYBOARD_ROWS: [&str; 6] = [
+    "1234567890",
+    "qwertyuiop",
+    "asdfghjkl",
+    "zxcvbnm",
+    "qwertzuiop",
+    "azertyuiop",
+];
+
+/// True when the password is one short unit repeated: `aaaaaaaa`, `abababab`, `abcabcabc`
+/// (a unit of at most 4 characters, or any unit repeated at least 3 times).
+pub fn is_repetitive(key: &str) -> bool {
+    let chars: Vec<char> = key.chars().collect();
+    let len = chars.len();
+    if len < 2 {
+        return false;
+    }
+    (1..=len / 2).any(|period| {
+        len % period == 0
+            && (period <= 4 || len / period >= 3)
+            && chars.iter().enumerate().skip(period).all(|(i, c)| *c == chars[i - period])
+    })
+}
+
+/// True when the whole password walks a sequence: consecutive code points up or down
+/// (`abcdefgh`, `87654321`), or neighbouring keys along a keyboard row (`qwertyuiop`,
+/// `1234567890123`, with the digit row wrapping around).
+pub fn is_sequential(key: &str) -> bool {
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() < 3 {
+        return false;
+    }
+    let steps_by = |delta: i64| {
+        chars.windows(2).all(|pair| i64::from(u32::from(pair[1])) - i64::from(u32::from(pair[0])) == delta)
+    };
+    if steps_by(1) || steps_by(-1) {
+        return true;
+    }
+    KEYBOARD_ROWS.iter().any(|row| walks_row(&chars, row, 1) || walks_row(&chars, row, -1))
+}
+
+/// Every next character is the neighbour (by `direction`) of the previous one on `row`;
+/// the row wraps around so that `1234567890123` counts.
+fn walks_row(chars: &[char], row: &str, direction: isize) -> bool {
+    let row: Vec<char> = row.chars().collect();
+    let len = row.len() as isize;
+    chars.windows(2).all(|pair| {
+        let Some(at) = row.iter().position(|c| *c == pair[0]) else {
+            return false;
+        };
+        let next = (at as isize + direction).rem_euclid(len) as usize;
+        row[next] == pair[1]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repetition() {
+        assert!(is_repetitive("aaaaaaaaaaaaaaaa"));
+        assert!(is_repetitive("abababababababab"));
+        assert!(is_repetitive("abcabcabcabcabc"));
+        assert!(is_repetitive("horsehorsehorse"));
+        assert!(!is_repetitive("correct horse battery"));
+        assert!(!is_repetitive("horsehorse-staple"));
+    }
+
+    #[test]
+    fn sequences() {
+        assert!(is_sequential("abcdefghijklmnop"));
+        assert!(is_sequential("12345678"));
+        assert!(is_sequential("987654321"));
+        assert!(is_sequential("qwertyuiop"));
+        assert!(is_sequential("poiuytrewq"));
+        assert!(is_sequential("1234567890123456"));
+        assert!(is_sequential("αβγδεζηθ"));
+        assert!(!is_sequential("correct horse battery"));
+        assert!(!is_sequential("qwertyasdfgh"));
+    }
+}
