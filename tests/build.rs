@@ -10,12 +10,28 @@ const NEXT_VERSION: &str = "1.0.1-next";
 fn main() {
     let mut code = String::new();
     let mut emit = |name: &str, path: &std::path::Path| {
-        code.push_str(&format!("/// Path of the `{name}` test component.\npub const {}: &str = {:?};\n", name.to_uppercase().replace('-', "_"), path.display().to_string()));
+        code.push_str(&format!(
+            "/// Path of the `{name}` test component.\npub const {}: &str = {:?};\n",
+            name.to_uppercase().replace('-', "_"),
+            path.display().to_string()
+        ));
     };
-    for component in (ComponentBuild { packages: &["hostile-policy", "trapping-policy", "wrong-world"], target_subdir: "wasm-test-components", env: &[] }).run() {
+    for component in (ComponentBuild {
+        packages: &["hostile-policy", "trapping-policy", "wrong-world"],
+        target_subdir: "wasm-test-components",
+        env: &[],
+    })
+    .run()
+    {
         emit(&component.package, &component.path);
     }
-    for component in (ComponentBuild { packages: &["password-policy"], target_subdir: "wasm-next-version", env: &[("PLUGIN_VERSION_OVERRIDE", NEXT_VERSION)] }).run() {
+    for component in (ComponentBuild {
+        packages: &["password-policy"],
+        target_subdir: "wasm-next-version",
+        env: &[("PLUGIN_VERSION_OVERRIDE", NEXT_VERSION)],
+    })
+    .run()
+    {
         emit("password-policy-next", &component.path);
     }
     code.push_str(&format!("/// Version reported by [`PASSWORD_POLICY_NEXT`].\npub const NEXT_VERSION: &str = {NEXT_VERSION:?};\n"));

@@ -8,7 +8,12 @@ use std::{env, fs, path::PathBuf};
 const PLUGINS: &[&str] = &["password-policy"];
 
 fn main() {
-    let built = ComponentBuild { packages: PLUGINS, target_subdir: "wasm-components", env: &[] }.run();
+    let built = ComponentBuild {
+        packages: PLUGINS,
+        target_subdir: "wasm-components",
+        env: &[],
+    }
+    .run();
     let mut code = String::new();
     for component in built {
         let ident = component.package.to_uppercase().replace('-', "_");
@@ -20,7 +25,11 @@ fn main() {
     }
     code.push_str(&format!(
         "/// Every bundled plugin.\npub const ALL: &[BundledPlugin] = &[{}];\n",
-        PLUGINS.iter().map(|p| p.to_uppercase().replace('-', "_")).collect::<Vec<_>>().join(", ")
+        PLUGINS
+            .iter()
+            .map(|p| p.to_uppercase().replace('-', "_"))
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR is set by cargo"));
     fs::write(out.join("bundled.rs"), code).expect("write bundled.rs");

@@ -15,8 +15,12 @@ fn main() {
         .collect();
     words.sort_unstable();
     words.dedup();
-    let mut code = String::from("/// Common passwords, lower-cased and sorted for binary search.\n");
-    code.push_str(&format!("pub static COMMON_PASSWORDS: [&str; {}] = [\n", words.len()));
+    let mut code =
+        String::from("/// Common passwords, lower-cased and sorted for binary search.\n");
+    code.push_str(&format!(
+        "pub static COMMON_PASSWORDS: [&str; {}] = [\n",
+        words.len()
+    ));
     for word in words {
         code.push_str(&format!("    {word:?},\n"));
     }

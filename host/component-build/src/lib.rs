@@ -50,19 +50,35 @@ impl ComponentBuild<'_> {
             command.args(["-p", package]);
         }
         // The outer build's flags are for the host, not for wasm: don't leak them in.
-        for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_PRIMARY_PACKAGE"] {
+        for var in [
+            "CARGO_ENCODED_RUSTFLAGS",
+            "RUSTFLAGS",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_TARGET",
+            "RUSTC_WRAPPER",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "CARGO_PRIMARY_PACKAGE",
+        ] {
             command.env_remove(var);
         }
         for (key, value) in self.env {
             command.env(key, value);
         }
-        let status = command.status().unwrap_or_else(|error| panic!("could not run cargo to build plugins: {error}"));
+        let status = command
+            .status()
+            .unwrap_or_else(|error| panic!("could not run cargo to build plugins: {error}"));
         if !status.success() {
-            panic!("building the wasm components {:?} failed (see the cargo output above)", self.packages);
+            panic!(
+                "building the wasm components {:?} failed (see the cargo output above)",
+                self.packages
+            );
         }
 
         println!("cargo:rerun-if-changed={}", workspace.join("wit").display());
-        println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            workspace.join("Cargo.lock").display()
+        );
         for var in ["PLUGIN_VERSION_OVERRIDE"] {
             println!("cargo:rerun-if-env-changed={var}");
         }
@@ -73,8 +89,15 @@ impl ComponentBuild<'_> {
                 println!("cargo:rerun-if-changed={}", manifest.display());
                 let file = format!("{}.wasm", package.replace('-', "_"));
                 let path = target_dir.join(WASM_TARGET).join(PROFILE).join(file);
-                assert!(path.exists(), "cargo said it built {package} but {} is missing", path.display());
-                BuiltComponent { package: (*package).to_owned(), path }
+                assert!(
+                    path.exists(),
+                    "cargo said it built {package} but {} is missing",
+                    path.display()
+                );
+                BuiltComponent {
+                    package: (*package).to_owned(),
+                    path,
+                }
             })
             .collect()
     }
@@ -82,7 +105,8 @@ impl ComponentBuild<'_> {
 
 /// The workspace root: two levels above the calling crate (`host/x`, `tests/` is one level).
 fn workspace_root() -> PathBuf {
-    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR is set by cargo"));
+    let manifest_dir =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR is set by cargo"));
     manifest_dir
         .ancestors()
         .find(|dir| dir.join("wit").is_dir() && dir.join("Cargo.toml").is_file())
@@ -108,9 +132,16 @@ fn outer_target_dir() -> PathBuf {
         .find(|dir| dir.file_name().is_some_and(|name| name == "build"))
         .expect("OUT_DIR lies under a build/ directory");
     let profile_dir = build_dir.parent().expect("build/ has a parent");
-    let mut target = profile_dir.parent().expect("the profile directory has a parent").to_path_buf();
+    let mut target = profile_dir
+        .parent()
+        .expect("the profile directory has a parent")
+        .to_path_buf();
     // `cargo build --target <triple>` adds one level: `<target>/<triple>/<profile>`.
-    if env::var("TARGET").is_ok_and(|triple| target.file_name().is_some_and(|name| name == triple.as_str())) {
+    if env::var("TARGET").is_ok_and(|triple| {
+        target
+            .file_name()
+            .is_some_and(|name| name == triple.as_str())
+    }) {
         target.pop();
     }
     target
@@ -122,10 +153,17 @@ fn ensure_wasm_target() {
     if wasm_target_installed() {
         return;
     }
-    println!("cargo:warning=installing the {WASM_TARGET} target with rustup (needed to build the plugins)");
-    let installed = Command::new("rustup").args(["target", "add", WASM_TARGET]).status().is_ok_and(|status| status.success());
+    println!(
+        "cargo:warning=installing the {WASM_TARGET} target with rustup (needed to build the plugins)"
+    );
+    let installed = Command::new("rustup")
+        .args(["target", "add", WASM_TARGET])
+        .status()
+        .is_ok_and(|status| status.success());
     if !installed || !wasm_target_installed() {
-        panic!("the {WASM_TARGET} target is missing and could not be installed: run `rustup target add {WASM_TARGET}`");
+        panic!(
+            "the {WASM_TARGET} target is missing and could not be installed: run `rustup target add {WASM_TARGET}`"
+        );
     }
 }
 
@@ -137,5 +175,11 @@ fn wasm_target_installed() -> bool {
         .ok()
         .filter(|output| output.status.success())
         .map(|output| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
-        .is_some_and(|sysroot| sysroot.join("lib/rustlib").join(WASM_TARGET).join("lib").is_dir())
+        .is_some_and(|sysroot| {
+            sysroot
+                .join("lib/rustlib")
+                .join(WASM_TARGET)
+                .join("lib")
+                .is_dir()
+        })
 }

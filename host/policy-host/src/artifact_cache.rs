@@ -24,16 +24,25 @@ impl ArtifactCache {
     pub fn new(dir: impl Into<PathBuf>, engine: &Engine) -> Self {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        Self { dir: dir.into(), fingerprint: format!("{:016x}", hasher.finish()) }
+        Self {
+            dir: dir.into(),
+            fingerprint: format!("{:016x}", hasher.finish()),
+        }
     }
 
     fn path_for(&self, sha256: &str) -> PathBuf {
-        self.dir.join(format!("{sha256}-{}.cwasm", self.fingerprint))
+        self.dir
+            .join(format!("{sha256}-{}.cwasm", self.fingerprint))
     }
 
     /// The component for `bytes`: from the cache when present and loadable, else compiled and
     /// stored. A cache that can't be read or written only costs a compilation.
-    pub fn load_or_compile(&self, engine: &Engine, bytes: &[u8], sha256: &str) -> wasmtime::Result<Component> {
+    pub fn load_or_compile(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> wasmtime::Result<Component> {
         let path = self.path_for(sha256);
         if path.is_file() {
             // SAFETY: the cache directory is the service's own (see the type's docs), entries
@@ -41,7 +50,9 @@ impl ArtifactCache {
             // atomically (rename), so this file is an artifact this engine produced for these bytes.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => return Ok(component),
-                Err(error) => tracing::warn!(path = %path.display(), %error, "ignoring unusable cached artifact"),
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "ignoring unusable cached artifact")
+                }
             }
         }
         let artifact = engine.precompile_component(bytes)?;

@@ -28,7 +28,10 @@ use std::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadOutcome {
     /// A new version now serves.
-    Swapped { from: Option<PluginIdentity>, to: PluginIdentity },
+    Swapped {
+        from: Option<PluginIdentity>,
+        to: PluginIdentity,
+    },
     /// The file holds the version already serving; nothing changed.
     Unchanged(PluginIdentity),
 }
@@ -103,7 +106,11 @@ impl Catalog {
                 (slot.config.name.clone(), slot)
             })
             .collect();
-        Self { engine, dir: config.dir.clone(), slots }
+        Self {
+            engine,
+            dir: config.dir.clone(),
+            slots,
+        }
     }
 
     /// The engine decisions run on.
@@ -141,15 +148,24 @@ impl Catalog {
     /// Reads `<dir>/<name>.wasm` and, if it differs from the serving version and passes
     /// validation, swaps it in. The previous version is kept for [`Catalog::rollback`].
     pub async fn reload(&self, name: &str) -> Result<ReloadOutcome, LoadError> {
-        let slot = self.slots.get(name).ok_or_else(|| LoadError::UnknownSlot { name: name.to_owned() })?;
+        let slot = self.slots.get(name).ok_or_else(|| LoadError::UnknownSlot {
+            name: name.to_owned(),
+        })?;
         let _serialised = slot.loading.lock().await;
         let result = self.load_into(slot).await;
         match &result {
             Ok(ReloadOutcome::Swapped { from, to }) => {
-                tracing::info!(plugin = name, version = &*to.version, sha256 = &*to.sha256, previous = from.as_ref().map(|from| &*from.version), "plugin swapped in");
+                tracing::info!(
+                    plugin = name,
+                    version = &*to.version,
+                    sha256 = &*to.sha256,
+                    previous = from.as_ref().map(|from| &*from.version),
+                    "plugin swapped in"
+                );
                 *lock(&slot.last_error) = None;
             }
-            Ok(ReloadOutcome::Unchanged(_)) => {}
+            // The file is back to what serves: the last rejected candidate is gone.
+            Ok(ReloadOutcome::Unchanged(_)) => *lock(&slot.last_error) = None,
             Err(error) => {
                 tracing::warn!(plugin = name, %error, "plugin candidate rejected; the serving version is unchanged");
                 *lock(&slot.last_error) = Some(error.to_string());
@@ -161,7 +177,12 @@ impl Catalog {
     async fn load_into(&self, slot: &Slot) -> Result<ReloadOutcome, LoadError> {
         let name = slot.config.name.clone();
         let path = self.file_for(&name);
-        let bytes = tokio::fs::read(&path).await.map_err(|source| LoadError::Read { path: path.display().to_string(), source })?;
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|source| LoadError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
         let sha256 = sha256_hex(&bytes);
         let serving = slot.current();
         if let Some(serving) = &serving
@@ -172,13 +193,21 @@ impl Catalog {
         if let Some(pinned) = &slot.config.sha256
             && *pinned != sha256
         {
-            return Err(LoadError::PinMismatch { name, pinned: pinned.clone(), actual: sha256 });
+            return Err(LoadError::PinMismatch {
+                name,
+                pinned: pinned.clone(),
+                actual: sha256,
+            });
         }
         let engine = self.engine.clone();
         let config = slot.config.clone();
-        let candidate = tokio::task::spawn_blocking(move || prepare(&engine, &config, &bytes, sha256))
-            .await
-            .map_err(|error| LoadError::Internal { name: name.clone(), message: format!("compilation task failed: {error}") })??;
+        let candidate =
+            tokio::task::spawn_blocking(move || prepare(&engine, &config, &bytes, sha256))
+                .await
+                .map_err(|error| LoadError::Internal {
+                    name: name.clone(),
+                    message: format!("compilation task failed: {error}"),
+                })??;
         let candidate = Arc::new(self.smoke_test(candidate).await?);
         let to = candidate.identity.clone();
         let from = slot.current.swap(Some(candidate));
@@ -186,26 +215,45 @@ impl Catalog {
         if from.is_some() {
             *lock(&slot.previous) = from;
         }
-        Ok(ReloadOutcome::Swapped { from: from_identity, to })
+        Ok(ReloadOutcome::Swapped {
+            from: from_identity,
+            to,
+        })
     }
 
     /// Asks the candidate who it is and runs one decision; either failing rejects it.
     async fn smoke_test(&self, mut candidate: LoadedPlugin) -> Result<LoadedPlugin, LoadError> {
         let name = candidate.identity.name.to_string();
-        let smoke_failed = |source: PluginError| LoadError::SmokeFailed { name: name.clone(), source };
+        let smoke_failed = |source: PluginError| LoadError::SmokeFailed {
+            name: name.clone(),
+            source,
+        };
         match candidate.kind {
             PluginKind::PasswordPolicy => {
-                let info = password_policy::info(&self.engine, &candidate).await.map_err(smoke_failed)?;
+                let info = password_policy::info(&self.engine, &candidate)
+                    .await
+                    .map_err(smoke_failed)?;
                 if info.version.is_empty() || info.version.len() > 64 {
-                    return Err(LoadError::Internal { name, message: format!("reported version {:?} is not a version", info.version) });
+                    return Err(LoadError::Internal {
+                        name,
+                        message: format!("reported version {:?} is not a version", info.version),
+                    });
                 }
                 if info.name != *candidate.identity.name {
                     tracing::warn!(slot = %candidate.identity.name, reported = %info.name, "plugin reports a different name than its slot");
                 }
                 candidate.identity.version = info.version.into();
-                password_policy::evaluate(&self.engine, &candidate, &password_policy::smoke_input()).await.map_err(smoke_failed)?;
+                password_policy::evaluate(
+                    &self.engine,
+                    &candidate,
+                    &password_policy::smoke_input(),
+                )
+                .await
+                .map_err(smoke_failed)?;
             }
-            PluginKind::BreachCheck | PluginKind::Captcha => unreachable!("prepare() refuses kinds without a linker"),
+            PluginKind::BreachCheck | PluginKind::Captcha => {
+                unreachable!("prepare() refuses kinds without a linker")
+            }
         }
         Ok(candidate)
     }
@@ -213,13 +261,23 @@ impl Catalog {
     /// Puts the previous version back in service (and the current one aside, so a second
     /// rollback undoes the first). Holds until the next change of the plugin file or reload.
     pub async fn rollback(&self, name: &str) -> Result<PluginIdentity, RollbackError> {
-        let slot = self.slots.get(name).ok_or_else(|| RollbackError::UnknownSlot(name.to_owned()))?;
+        let slot = self
+            .slots
+            .get(name)
+            .ok_or_else(|| RollbackError::UnknownSlot(name.to_owned()))?;
         let _serialised = slot.loading.lock().await;
-        let previous = lock(&slot.previous).take().ok_or_else(|| RollbackError::NoPreviousVersion(name.to_owned()))?;
+        let previous = lock(&slot.previous)
+            .take()
+            .ok_or_else(|| RollbackError::NoPreviousVersion(name.to_owned()))?;
         let restored = previous.identity.clone();
         let replaced = slot.current.swap(Some(previous));
         *lock(&slot.previous) = replaced;
-        tracing::info!(plugin = name, version = &*restored.version, sha256 = &*restored.sha256, "plugin rolled back");
+        tracing::info!(
+            plugin = name,
+            version = &*restored.version,
+            sha256 = &*restored.sha256,
+            "plugin rolled back"
+        );
         Ok(restored)
     }
 
@@ -236,7 +294,9 @@ impl Catalog {
                     loaded_at: plugin.loaded_at,
                     decisions_served: plugin.decisions_served(),
                 }),
-                previous: lock(&slot.previous).as_ref().map(|plugin| plugin.identity.clone()),
+                previous: lock(&slot.previous)
+                    .as_ref()
+                    .map(|plugin| plugin.identity.clone()),
                 last_error: lock(&slot.last_error).clone(),
             })
             .collect()
@@ -245,35 +305,78 @@ impl Catalog {
 
 /// Compiles and checks a candidate: a component, of this slot's world, at a compatible WIT
 /// version, whose imports this host grants. CPU-heavy; runs on a blocking thread.
-fn prepare(engine: &PolicyEngine, slot: &ResolvedSlot, bytes: &[u8], sha256: String) -> Result<LoadedPlugin, LoadError> {
+fn prepare(
+    engine: &PolicyEngine,
+    slot: &ResolvedSlot,
+    bytes: &[u8],
+    sha256: String,
+) -> Result<LoadedPlugin, LoadError> {
     let name = slot.name.clone();
     let component = engine
         .compile(bytes, &sha256)
-        .map_err(|error| LoadError::NotAComponent { name: name.clone(), message: format!("{error:#}") })?;
+        .map_err(|error| LoadError::NotAComponent {
+            name: name.clone(),
+            message: format!("{error:#}"),
+        })?;
     let component_type = component.component_type();
-    let (kind, wit_version) = PluginKind::detect(component_type.exports(engine.engine()).map(|(export, _)| export))
-        .ok_or(LoadError::NoPolicyExport { name: name.clone(), expected: slot.kind })?;
+    let (kind, wit_version) = PluginKind::detect(
+        component_type
+            .exports(engine.engine())
+            .map(|(export, _)| export),
+    )
+    .ok_or(LoadError::NoPolicyExport {
+        name: name.clone(),
+        expected: slot.kind,
+    })?;
     if kind != slot.kind {
-        return Err(LoadError::WrongWorld { name, expected: slot.kind, actual: kind });
+        return Err(LoadError::WrongWorld {
+            name,
+            expected: slot.kind,
+            actual: kind,
+        });
     }
     if !kind::is_compatible_wit_version(&wit_version) {
-        return Err(LoadError::IncompatibleContract { name, found: wit_version, host: kind::WIT_VERSION });
+        return Err(LoadError::IncompatibleContract {
+            name,
+            found: wit_version,
+            host: kind::WIT_VERSION,
+        });
     }
     let linker = engine.linker(kind).ok_or_else(|| LoadError::Internal {
         name: name.clone(),
         message: format!("this host cannot run {kind} plugins yet"),
     })?;
-    let unsatisfied = |error: wasmtime::Error| LoadError::UnsatisfiedImports { name: name.clone(), kind, message: format!("{error:#}") };
+    let unsatisfied = |error: wasmtime::Error| LoadError::UnsatisfiedImports {
+        name: name.clone(),
+        kind,
+        message: format!("{error:#}"),
+    };
     let instance_pre = linker.instantiate_pre(&component).map_err(unsatisfied)?;
     let pre = match kind {
-        PluginKind::PasswordPolicy => PreInstance::PasswordPolicy(PasswordPolicyPre::new(instance_pre).map_err(unsatisfied)?),
-        PluginKind::BreachCheck | PluginKind::Captcha => unreachable!("engine.linker() has no linker for {kind}"),
+        PluginKind::PasswordPolicy => {
+            PreInstance::PasswordPolicy(PasswordPolicyPre::new(instance_pre).map_err(unsatisfied)?)
+        }
+        PluginKind::BreachCheck | PluginKind::Captcha => {
+            unreachable!("engine.linker() has no linker for {kind}")
+        }
     };
-    let identity = PluginIdentity { name: name.as_str().into(), version: "unknown".into(), sha256: sha256.into() };
-    Ok(LoadedPlugin::new(identity, kind, wit_version, Arc::new(slot.settings.clone()), pre))
+    let identity = PluginIdentity {
+        name: name.as_str().into(),
+        version: "unknown".into(),
+        sha256: sha256.into(),
+    };
+    Ok(LoadedPlugin::new(
+        identity,
+        kind,
+        wit_version,
+        Arc::new(slot.settings.clone()),
+        pre,
+    ))
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked (plain assignments).
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -56,12 +56,17 @@ impl HostConfig {
     /// plugin kind. `None` for a name that is neither.
     pub fn slot(&self, name: &str) -> Option<ResolvedSlot> {
         let config = self.slots.get(name).cloned();
-        let kind = config.as_ref().and_then(|config| config.kind).or_else(|| PluginKind::from_world(name))?;
+        let kind = config
+            .as_ref()
+            .and_then(|config| config.kind)
+            .or_else(|| PluginKind::from_world(name))?;
         let config = config.unwrap_or_default();
         Some(ResolvedSlot {
             name: name.to_owned(),
             kind,
-            fail_policy: config.fail_policy.unwrap_or_else(|| FailPolicy::default_for(kind)),
+            fail_policy: config
+                .fail_policy
+                .unwrap_or_else(|| FailPolicy::default_for(kind)),
             sha256: config.sha256.map(|pin| pin.trim().to_ascii_lowercase()),
             settings: config.settings,
             enabled: config.enabled.unwrap_or(true),

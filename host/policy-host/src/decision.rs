@@ -21,7 +21,10 @@ pub struct Finding {
 
 impl Finding {
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { code: code.into(), message: message.into() }
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -53,12 +56,18 @@ pub struct Decision {
 impl Decision {
     /// The codes of the findings, in order: handy for callers and tests.
     pub fn codes(&self) -> Vec<&str> {
-        self.findings.iter().map(|finding| finding.code.as_str()).collect()
+        self.findings
+            .iter()
+            .map(|finding| finding.code.as_str())
+            .collect()
     }
 
     /// The attribute called `name`, if present.
     pub fn attribute(&self, name: &str) -> Option<&AttributeValue> {
-        self.attributes.iter().find(|attribute| attribute.name == name).map(|attribute| &attribute.value)
+        self.attributes
+            .iter()
+            .find(|attribute| attribute.name == name)
+            .map(|attribute| &attribute.value)
     }
 }
 

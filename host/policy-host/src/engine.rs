@@ -35,7 +35,10 @@ pub struct PolicyEngine {
 impl PolicyEngine {
     /// Builds the engine: pooling allocator sized from `limits`, copy-on-write memory images,
     /// epoch interruption with a background ticker every `limits.epoch_tick`.
-    pub fn new(limits: RuntimeLimits, cache_dir: Option<std::path::PathBuf>) -> wasmtime::Result<Self> {
+    pub fn new(
+        limits: RuntimeLimits,
+        cache_dir: Option<std::path::PathBuf>,
+    ) -> wasmtime::Result<Self> {
         let instances = limits.max_concurrent_instances.max(1);
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(instances)
@@ -58,12 +61,21 @@ impl PolicyEngine {
 
         let mut password_policy_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut password_policy_linker)?;
-        PasswordPolicy::add_to_linker::<_, HasSelf<PluginState>>(&mut password_policy_linker, |state| state)?;
+        PasswordPolicy::add_to_linker::<_, HasSelf<PluginState>>(
+            &mut password_policy_linker,
+            |state| state,
+        )?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), limits.epoch_tick, ticker_stop.clone())?;
         let cache = cache_dir.map(|dir| ArtifactCache::new(dir, &engine));
-        Ok(Self { engine, limits, password_policy_linker, cache, ticker_stop })
+        Ok(Self {
+            engine,
+            limits,
+            password_policy_linker,
+            cache,
+            ticker_stop,
+        })
     }
 
     /// The wasmtime engine.
@@ -105,7 +117,11 @@ impl Drop for PolicyEngine {
 }
 
 /// Advances the engine's epoch every `tick`; a store's deadline is a number of ticks.
-fn spawn_epoch_ticker(engine: Engine, tick: std::time::Duration, stop: Arc<AtomicBool>) -> wasmtime::Result<()> {
+fn spawn_epoch_ticker(
+    engine: Engine,
+    tick: std::time::Duration,
+    stop: Arc<AtomicBool>,
+) -> wasmtime::Result<()> {
     thread::Builder::new()
         .name("wasm-epoch-ticker".to_owned())
         .spawn(move || {

@@ -13,25 +13,49 @@ pub enum PluginError {
     NotLoaded { name: String },
     /// The slot holds a plugin of another kind.
     #[error("plugin `{name}` is a {actual} plugin, not a {expected} plugin")]
-    WrongKind { name: String, expected: PluginKind, actual: PluginKind },
+    WrongKind {
+        name: String,
+        expected: PluginKind,
+        actual: PluginKind,
+    },
     /// The input was refused before any plugin ran.
     #[error("input of {size} bytes exceeds the limit of {limit} bytes")]
     InputTooLarge { size: usize, limit: usize },
     /// The decision ran past its deadline and was stopped.
     #[error("plugin `{name}` {version} exceeded its deadline of {deadline:?}")]
-    DeadlineExceeded { name: String, version: String, deadline: Duration },
+    DeadlineExceeded {
+        name: String,
+        version: String,
+        deadline: Duration,
+    },
     /// The plugin tried to grow its memory past the cap.
     #[error("plugin `{name}` {version} exceeded its memory cap of {limit_bytes} bytes")]
-    MemoryLimit { name: String, version: String, limit_bytes: usize },
+    MemoryLimit {
+        name: String,
+        version: String,
+        limit_bytes: usize,
+    },
     /// The plugin trapped (a panic, an `unreachable`, a bad memory access...).
     #[error("plugin `{name}` {version} trapped: {message}")]
-    Trap { name: String, version: String, message: String },
+    Trap {
+        name: String,
+        version: String,
+        message: String,
+    },
     /// The plugin returned something the host refuses (too many findings, huge strings...).
     #[error("plugin `{name}` {version} returned an invalid answer: {message}")]
-    InvalidOutput { name: String, version: String, message: String },
+    InvalidOutput {
+        name: String,
+        version: String,
+        message: String,
+    },
     /// Every instance slot is busy: too many decisions at once.
     #[error("plugin `{name}` {version} could not be instantiated: {message}")]
-    Instantiation { name: String, version: String, message: String },
+    Instantiation {
+        name: String,
+        version: String,
+        message: String,
+    },
 }
 
 impl PluginError {
@@ -54,21 +78,44 @@ impl PluginError {
 #[derive(Debug, Error)]
 pub enum LoadError {
     #[error("cannot read plugin file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("plugin `{name}` is not configured and its name is not a plugin kind")]
     UnknownSlot { name: String },
     #[error("plugin `{name}`: sha-256 {actual} does not match the pinned {pinned}")]
-    PinMismatch { name: String, pinned: String, actual: String },
+    PinMismatch {
+        name: String,
+        pinned: String,
+        actual: String,
+    },
     #[error("plugin `{name}` is not a valid WebAssembly component: {message}")]
     NotAComponent { name: String, message: String },
-    #[error("plugin `{name}` exports no `user-service:policy` interface; expected the {expected} world")]
+    #[error(
+        "plugin `{name}` exports no `user-service:policy` interface; expected the {expected} world"
+    )]
     NoPolicyExport { name: String, expected: PluginKind },
     #[error("plugin `{name}` implements the {actual} world, but this slot expects {expected}")]
-    WrongWorld { name: String, expected: PluginKind, actual: PluginKind },
-    #[error("plugin `{name}` was built against WIT {found}, which this host (WIT {host}) cannot serve")]
-    IncompatibleContract { name: String, found: String, host: &'static str },
+    WrongWorld {
+        name: String,
+        expected: PluginKind,
+        actual: PluginKind,
+    },
+    #[error(
+        "plugin `{name}` was built against WIT {found}, which this host (WIT {host}) cannot serve"
+    )]
+    IncompatibleContract {
+        name: String,
+        found: String,
+        host: &'static str,
+    },
     #[error("plugin `{name}` needs imports this host does not give a {kind} plugin: {message}")]
-    UnsatisfiedImports { name: String, kind: PluginKind, message: String },
+    UnsatisfiedImports {
+        name: String,
+        kind: PluginKind,
+        message: String,
+    },
     #[error("plugin `{name}` failed its smoke decision: {source}")]
     SmokeFailed { name: String, source: PluginError },
     #[error("plugin `{name}`: {message}")]

@@ -37,7 +37,10 @@ impl FailPolicy {
             verdict,
             findings: vec![Finding::new(
                 format!("{}-unavailable", kind.world()),
-                format!("The {} check is temporarily unavailable; {consequence}.", kind.world().replace('-', " ")),
+                format!(
+                    "The {} check is temporarily unavailable; {consequence}.",
+                    kind.world().replace('-', " ")
+                ),
             )],
             attributes: vec![crate::decision::Attribute {
                 name: "failure".to_owned(),

@@ -27,19 +27,28 @@ impl PolicyHost {
         let engine = PolicyEngine::new(config.limits.clone(), config.cache_dir.clone())
             .map_err(|error| anyhow::anyhow!("cannot build the wasm engine: {error:#}"))?;
         let catalog = Arc::new(Catalog::new(Arc::new(engine), config));
-        std::fs::create_dir_all(&config.dir)
-            .map_err(|error| anyhow::anyhow!("cannot create plugin directory {}: {error}", config.dir.display()))?;
+        std::fs::create_dir_all(&config.dir).map_err(|error| {
+            anyhow::anyhow!(
+                "cannot create plugin directory {}: {error}",
+                config.dir.display()
+            )
+        })?;
         for (name, result) in catalog.load_all().await {
             if let Err(error) = result {
                 tracing::error!(plugin = name, %error, "plugin failed to load at start");
             }
         }
         let watcher = if config.watch {
-            Some(watcher::watch(catalog.clone()).map_err(|error| anyhow::anyhow!("cannot watch {}: {error}", config.dir.display()))?)
+            Some(watcher::watch(catalog.clone()).map_err(|error| {
+                anyhow::anyhow!("cannot watch {}: {error}", config.dir.display())
+            })?)
         } else {
             None
         };
-        Ok(Self { catalog, _watcher: watcher })
+        Ok(Self {
+            catalog,
+            _watcher: watcher,
+        })
     }
 
     /// The catalog: status, reload, rollback.
@@ -58,11 +67,19 @@ impl PolicyHost {
 
     /// Like [`PolicyHost::evaluate_password`] but returns the plugin's error instead of
     /// applying the fail policy.
-    pub async fn try_evaluate_password(&self, name: &str, input: &PasswordInput) -> Result<DecisionRecord, PluginError> {
+    pub async fn try_evaluate_password(
+        &self,
+        name: &str,
+        input: &PasswordInput,
+    ) -> Result<DecisionRecord, PluginError> {
         let plugin = self.serving(name, PluginKind::PasswordPolicy)?;
         let decision = password_policy::evaluate(self.catalog.engine(), &plugin, input).await?;
         plugin.count_decision();
-        Ok(DecisionRecord { decision, plugin: Some(plugin.identity.clone()), fail_policy_applied: None })
+        Ok(DecisionRecord {
+            decision,
+            plugin: Some(plugin.identity.clone()),
+            fail_policy_applied: None,
+        })
     }
 
     /// The version serving in slot `name`, checked to be of `kind`.
@@ -71,20 +88,30 @@ impl PolicyHost {
             .catalog
             .slot(name)
             .and_then(|slot| slot.current())
-            .ok_or_else(|| PluginError::NotLoaded { name: name.to_owned() })?;
+            .ok_or_else(|| PluginError::NotLoaded {
+                name: name.to_owned(),
+            })?;
         if plugin.kind != kind {
-            return Err(PluginError::WrongKind { name: name.to_owned(), expected: kind, actual: plugin.kind });
+            return Err(PluginError::WrongKind {
+                name: name.to_owned(),
+                expected: kind,
+                actual: plugin.kind,
+            });
         }
         Ok(plugin)
     }
 
     fn fail(&self, name: &str, kind: PluginKind, error: PluginError) -> DecisionRecord {
         let slot = self.catalog.slot(name);
-        let policy = slot.map(|slot| slot.config.fail_policy).unwrap_or_else(|| crate::FailPolicy::default_for(kind));
+        let policy = slot
+            .map(|slot| slot.config.fail_policy)
+            .unwrap_or_else(|| crate::FailPolicy::default_for(kind));
         tracing::warn!(plugin = name, %error, ?policy, "plugin failed; applying the fail policy");
         DecisionRecord {
             decision: policy.decide(kind, &error),
-            plugin: slot.and_then(|slot| slot.current()).map(|plugin| plugin.identity.clone()),
+            plugin: slot
+                .and_then(|slot| slot.current())
+                .map(|plugin| plugin.identity.clone()),
             fail_policy_applied: Some(error.to_string()),
         }
     }

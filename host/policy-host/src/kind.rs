@@ -54,7 +54,9 @@ impl PluginKind {
         export_names.into_iter().find_map(|name| {
             let (path, version) = name.split_once('@')?;
             let interface = path.strip_prefix(WIT_PACKAGE)?.strip_prefix('/')?;
-            let kind = Self::ALL.into_iter().find(|kind| kind.exported_interface() == interface)?;
+            let kind = Self::ALL
+                .into_iter()
+                .find(|kind| kind.exported_interface() == interface)?;
             Some((kind, version.to_owned()))
         })
     }
@@ -69,7 +71,10 @@ impl fmt::Display for PluginKind {
 /// True when a plugin built against WIT `version` can be served by this host: same major
 /// version, and for 0.x the same minor too (semver's rule for pre-1.0 compatibility).
 pub fn is_compatible_wit_version(version: &str) -> bool {
-    let (Ok(host), Ok(plugin)) = (semver::Version::parse(WIT_VERSION), semver::Version::parse(version)) else {
+    let (Ok(host), Ok(plugin)) = (
+        semver::Version::parse(WIT_VERSION),
+        semver::Version::parse(version),
+    ) else {
         return false;
     };
     host.major == plugin.major && (host.major != 0 || host.minor == plugin.minor)
@@ -81,8 +86,14 @@ mod tests {
 
     #[test]
     fn detects_the_kind_from_exports() {
-        let exports = ["wasi:cli/run@0.2.0", "user-service:policy/breach-lookup@0.1.0"];
-        assert_eq!(PluginKind::detect(exports), Some((PluginKind::BreachCheck, "0.1.0".to_owned())));
+        let exports = [
+            "wasi:cli/run@0.2.0",
+            "user-service:policy/breach-lookup@0.1.0",
+        ];
+        assert_eq!(
+            PluginKind::detect(exports),
+            Some((PluginKind::BreachCheck, "0.1.0".to_owned()))
+        );
         assert_eq!(PluginKind::detect(["other:pkg/password-rules@0.1.0"]), None);
     }
 

@@ -31,7 +31,9 @@ pub mod watcher;
 mod host;
 
 pub use config::{HostConfig, PluginConfig};
-pub use decision::{Attribute, AttributeValue, Decision, DecisionRecord, Finding, PluginIdentity, Verdict};
+pub use decision::{
+    Attribute, AttributeValue, Decision, DecisionRecord, Finding, PluginIdentity, Verdict,
+};
 pub use error::{LoadError, PluginError};
 pub use fail_policy::FailPolicy;
 pub use host::PolicyHost;

@@ -49,7 +49,16 @@ impl LoadedPlugin {
         pre: PreInstance,
     ) -> Self {
         let label = format!("{} {}", identity.name, identity.version).into();
-        Self { identity, kind, wit_version, loaded_at: SystemTime::now(), settings, pre, label, decisions: AtomicU64::new(0) }
+        Self {
+            identity,
+            kind,
+            wit_version,
+            loaded_at: SystemTime::now(),
+            settings,
+            pre,
+            label,
+            decisions: AtomicU64::new(0),
+        }
     }
 
     /// Decisions served by this version so far (smoke decisions excluded).
@@ -64,7 +73,11 @@ impl LoadedPlugin {
     /// A fresh store for one decision: memory cap and deadline armed.
     pub(crate) fn new_store(&self, engine: &PolicyEngine) -> Store<PluginState> {
         let limits = engine.limits();
-        let state = PluginState::new(self.settings.clone(), self.label.clone(), limits.memory_bytes);
+        let state = PluginState::new(
+            self.settings.clone(),
+            self.label.clone(),
+            limits.memory_bytes,
+        );
         let mut store = Store::new(engine.engine(), state);
         store.limiter(|state| &mut state.memory);
         store.set_epoch_deadline(limits.deadline_ticks());
@@ -73,20 +86,45 @@ impl LoadedPlugin {
     }
 
     /// Turns a wasmtime error from this plugin's store into a typed [`PluginError`].
-    pub(crate) fn classify(&self, engine: &PolicyEngine, store: &Store<PluginState>, error: wasmtime::Error) -> PluginError {
+    pub(crate) fn classify(
+        &self,
+        engine: &PolicyEngine,
+        store: &Store<PluginState>,
+        error: wasmtime::Error,
+    ) -> PluginError {
         let name = self.identity.name.to_string();
         let version = self.identity.version.to_string();
         if store.data().memory.hit || error.is::<MemoryCapExceeded>() {
-            return PluginError::MemoryLimit { name, version, limit_bytes: store.data().memory.limit_bytes };
+            return PluginError::MemoryLimit {
+                name,
+                version,
+                limit_bytes: store.data().memory.limit_bytes,
+            };
         }
         match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => PluginError::DeadlineExceeded { name, version, deadline: engine.limits().deadline },
+            Some(Trap::Interrupt) => PluginError::DeadlineExceeded {
+                name,
+                version,
+                deadline: engine.limits().deadline,
+            },
             Some(trap) => {
                 let stderr = store.data().captured_stderr();
-                let message = if stderr.is_empty() { trap.to_string() } else { format!("{trap}: {stderr}") };
-                PluginError::Trap { name, version, message }
+                let message = if stderr.is_empty() {
+                    trap.to_string()
+                } else {
+                    format!("{trap}: {stderr}")
+                };
+                PluginError::Trap {
+                    name,
+                    version,
+                    message,
+                }
             }
-            None => PluginError::Instantiation { name, version, message: format!("{error:#}") },
+            None => PluginError::Instantiation {
+                name,
+                version,
+                message: format!("{error:#}"),
+            },
         }
     }
 }

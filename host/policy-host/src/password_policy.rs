@@ -32,11 +32,18 @@ pub(crate) fn smoke_input() -> PasswordInput {
 const MAX_CONTEXT_WORDS: usize = 16;
 
 /// Runs `plugin` on `input` in a fresh instance.
-pub(crate) async fn evaluate(engine: &PolicyEngine, plugin: &LoadedPlugin, input: &PasswordInput) -> Result<Decision, PluginError> {
+pub(crate) async fn evaluate(
+    engine: &PolicyEngine,
+    plugin: &LoadedPlugin,
+    input: &PasswordInput,
+) -> Result<Decision, PluginError> {
     let limits = engine.limits();
     let size = input.password.len() + input.context_words.iter().map(String::len).sum::<usize>();
     if size > limits.max_input_bytes {
-        return Err(PluginError::InputTooLarge { size, limit: limits.max_input_bytes });
+        return Err(PluginError::InputTooLarge {
+            size,
+            limit: limits.max_input_bytes,
+        });
     }
     let PreInstance::PasswordPolicy(pre) = &plugin.pre;
     let mut store = plugin.new_store(engine);
@@ -47,9 +54,17 @@ pub(crate) async fn evaluate(engine: &PolicyEngine, plugin: &LoadedPlugin, input
     let wit_input = password_rules::PasswordInput {
         password: input.password.clone(),
         has_mfa: input.has_mfa,
-        context_words: input.context_words.iter().take(MAX_CONTEXT_WORDS).cloned().collect(),
+        context_words: input
+            .context_words
+            .iter()
+            .take(MAX_CONTEXT_WORDS)
+            .cloned()
+            .collect(),
     };
-    let answer = instance.user_service_policy_password_rules().call_evaluate(&mut store, &wit_input).await;
+    let answer = instance
+        .user_service_policy_password_rules()
+        .call_evaluate(&mut store, &wit_input)
+        .await;
     match answer {
         Ok(decision) => from_wit(decision, engine, plugin),
         Err(error) => Err(plugin.classify(engine, &store, error)),
@@ -57,26 +72,38 @@ pub(crate) async fn evaluate(engine: &PolicyEngine, plugin: &LoadedPlugin, input
 }
 
 /// Asks `plugin` who it is, in a fresh instance.
-pub(crate) async fn info(engine: &PolicyEngine, plugin: &LoadedPlugin) -> Result<types::PluginInfo, PluginError> {
+pub(crate) async fn info(
+    engine: &PolicyEngine,
+    plugin: &LoadedPlugin,
+) -> Result<types::PluginInfo, PluginError> {
     let PreInstance::PasswordPolicy(pre) = &plugin.pre;
     let mut store = plugin.new_store(engine);
     let instance = match pre.instantiate_async(&mut store).await {
         Ok(instance) => instance,
         Err(error) => return Err(plugin.classify(engine, &store, error)),
     };
-    let answer = instance.user_service_policy_password_rules().call_info(&mut store).await;
+    let answer = instance
+        .user_service_policy_password_rules()
+        .call_info(&mut store)
+        .await;
     answer.map_err(|error| plugin.classify(engine, &store, error))
 }
 
 /// Converts and bounds a plugin's decision: a plugin may not flood the caller.
-pub(crate) fn from_wit(decision: types::Decision, engine: &PolicyEngine, plugin: &LoadedPlugin) -> Result<Decision, PluginError> {
+pub(crate) fn from_wit(
+    decision: types::Decision,
+    engine: &PolicyEngine,
+    plugin: &LoadedPlugin,
+) -> Result<Decision, PluginError> {
     let limits = engine.limits();
     let invalid = |message: String| PluginError::InvalidOutput {
         name: plugin.identity.name.to_string(),
         version: plugin.identity.version.to_string(),
         message,
     };
-    if decision.findings.len() > limits.max_findings || decision.attributes.len() > limits.max_findings {
+    if decision.findings.len() > limits.max_findings
+        || decision.attributes.len() > limits.max_findings
+    {
         return Err(invalid(format!(
             "{} findings and {} attributes; at most {} of each are accepted",
             decision.findings.len(),
@@ -86,7 +113,11 @@ pub(crate) fn from_wit(decision: types::Decision, engine: &PolicyEngine, plugin:
     }
     let check_text = |what: &str, text: &str| {
         if text.len() > limits.max_text_bytes {
-            Err(invalid(format!("a {what} of {} bytes; at most {} are accepted", text.len(), limits.max_text_bytes)))
+            Err(invalid(format!(
+                "a {what} of {} bytes; at most {} are accepted",
+                text.len(),
+                limits.max_text_bytes
+            )))
         } else {
             Ok(())
         }
@@ -95,10 +126,21 @@ pub(crate) fn from_wit(decision: types::Decision, engine: &PolicyEngine, plugin:
     for finding in decision.findings {
         check_text("finding code", &finding.code)?;
         check_text("finding message", &finding.message)?;
-        if finding.code.is_empty() || !finding.code.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-            return Err(invalid(format!("finding code {:?} is not kebab-case", finding.code)));
+        if finding.code.is_empty()
+            || !finding
+                .code
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(invalid(format!(
+                "finding code {:?} is not kebab-case",
+                finding.code
+            )));
         }
-        findings.push(Finding { code: finding.code, message: finding.message });
+        findings.push(Finding {
+            code: finding.code,
+            message: finding.message,
+        });
     }
     let mut attributes = Vec::with_capacity(decision.attributes.len());
     for attribute in decision.attributes {
@@ -112,12 +154,19 @@ pub(crate) fn from_wit(decision: types::Decision, engine: &PolicyEngine, plugin:
                 AttributeValue::Text(value)
             }
         };
-        attributes.push(Attribute { name: attribute.name, value });
+        attributes.push(Attribute {
+            name: attribute.name,
+            value,
+        });
     }
     let verdict = match decision.verdict {
         types::Verdict::Allow => Verdict::Allow,
         types::Verdict::Deny => Verdict::Deny,
         types::Verdict::Challenge => Verdict::Challenge,
     };
-    Ok(Decision { verdict, findings, attributes })
+    Ok(Decision {
+        verdict,
+        findings,
+        attributes,
+    })
 }

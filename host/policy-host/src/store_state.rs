@@ -3,10 +3,7 @@
 use crate::bindings::{logging, settings};
 use std::{collections::BTreeMap, sync::Arc};
 use wasmtime::{ResourceLimiter, component::ResourceTable};
-use wasmtime_wasi::{
-    WasiCtx, WasiCtxView, WasiView,
-    p2::pipe::MemoryOutputPipe,
-};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView, p2::pipe::MemoryOutputPipe};
 
 /// Most log lines one decision may write; the rest are dropped (a plugin can't flood logs).
 const MAX_LOG_LINES: u32 = 32;
@@ -31,14 +28,23 @@ pub struct PluginState {
 impl PluginState {
     /// A state with no filesystem, no environment, no sockets and no inherited stdio: WASI
     /// denies all of those by default. Stderr is captured so a panic message can be reported.
-    pub fn new(settings: Arc<BTreeMap<String, String>>, label: Arc<str>, memory_bytes: usize) -> Self {
+    pub fn new(
+        settings: Arc<BTreeMap<String, String>>,
+        label: Arc<str>,
+        memory_bytes: usize,
+    ) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
-        let wasi = wasmtime_wasi::WasiCtxBuilder::new().stderr(stderr.clone()).build();
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .stderr(stderr.clone())
+            .build();
         Self {
             wasi,
             table: ResourceTable::new(),
             stderr,
-            memory: MemoryCap { limit_bytes: memory_bytes, hit: false },
+            memory: MemoryCap {
+                limit_bytes: memory_bytes,
+                hit: false,
+            },
             settings,
             label,
             log_lines: 0,
@@ -47,13 +53,18 @@ impl PluginState {
 
     /// What the plugin wrote to stderr (its panic message, typically), lossily decoded.
     pub fn captured_stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents()).trim().to_owned()
+        String::from_utf8_lossy(&self.stderr.contents())
+            .trim()
+            .to_owned()
     }
 }
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -111,7 +122,12 @@ impl std::fmt::Display for MemoryCapExceeded {
 impl std::error::Error for MemoryCapExceeded {}
 
 impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.limit_bytes {
             self.hit = true;
             return Err(wasmtime::Error::new(MemoryCapExceeded));
@@ -119,7 +135,12 @@ impl ResourceLimiter for MemoryCap {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1 << 16)
     }
 }

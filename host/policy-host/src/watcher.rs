@@ -28,15 +28,16 @@ impl Drop for PluginDirWatcher {
 /// Starts watching the catalog's directory. Must be called inside a tokio runtime.
 pub fn watch(catalog: Arc<Catalog>) -> notify::Result<PluginDirWatcher> {
     let (sender, mut receiver) = mpsc::unbounded_channel::<String>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-        Ok(event) if matches!(event.kind, EventKind::Create(_) | EventKind::Modify(_)) => {
-            for name in event.paths.iter().filter_map(|path| plugin_name(path)) {
-                let _ = sender.send(name);
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event) if matches!(event.kind, EventKind::Create(_) | EventKind::Modify(_)) => {
+                for name in event.paths.iter().filter_map(|path| plugin_name(path)) {
+                    let _ = sender.send(name);
+                }
             }
-        }
-        Ok(_) => {}
-        Err(error) => tracing::warn!(%error, "plugin directory watch error"),
-    })?;
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "plugin directory watch error"),
+        })?;
     std::fs::create_dir_all(catalog.dir())?;
     watcher.watch(catalog.dir(), RecursiveMode::NonRecursive)?;
 
@@ -57,7 +58,10 @@ pub fn watch(catalog: Arc<Catalog>) -> notify::Result<PluginDirWatcher> {
             }
         }
     });
-    Ok(PluginDirWatcher { _watcher: watcher, task })
+    Ok(PluginDirWatcher {
+        _watcher: watcher,
+        task,
+    })
 }
 
 /// `<dir>/password-policy.wasm` → `password-policy`; anything else → `None`.

@@ -21,7 +21,10 @@ struct PasswordPolicy;
 
 impl Guest for PasswordPolicy {
     fn info() -> PluginInfo {
-        PluginInfo { name: crate::PLUGIN_NAME.to_owned(), version: crate::PLUGIN_VERSION.to_owned() }
+        PluginInfo {
+            name: crate::PLUGIN_NAME.to_owned(),
+            version: crate::PLUGIN_VERSION.to_owned(),
+        }
     }
 
     fn evaluate(input: WitInput) -> Decision {
@@ -30,7 +33,11 @@ impl Guest for PasswordPolicy {
             log(Level::Warn, &format!("setting ignored: {warning}"));
         }
         let outcome = rules::evaluate(
-            PasswordInput { password: &input.password, has_mfa: input.has_mfa, context_words: &input.context_words },
+            PasswordInput {
+                password: &input.password,
+                has_mfa: input.has_mfa,
+                context_words: &input.context_words,
+            },
             &policy,
         );
         Decision {
@@ -41,11 +48,20 @@ impl Guest for PasswordPolicy {
             findings: outcome
                 .findings
                 .into_iter()
-                .map(|finding| Finding { code: finding.code.to_owned(), message: finding.message })
+                .map(|finding| Finding {
+                    code: finding.code.to_owned(),
+                    message: finding.message,
+                })
                 .collect(),
             attributes: vec![
-                Attribute { name: "length".to_owned(), value: AttributeValue::Integer(outcome.length as i64) },
-                Attribute { name: "min-length".to_owned(), value: AttributeValue::Integer(outcome.min_length as i64) },
+                Attribute {
+                    name: "length".to_owned(),
+                    value: AttributeValue::Integer(outcome.length as i64),
+                },
+                Attribute {
+                    name: "min-length".to_owned(),
+                    value: AttributeValue::Integer(outcome.min_length as i64),
+                },
             ],
         }
     }

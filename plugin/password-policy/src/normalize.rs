@@ -24,11 +24,19 @@ pub fn variants(key: &str) -> Vec<String> {
         }
     };
     let stripped = strip_trailing_digits_and_symbols(key);
-    let joined = remove_separators(key);
-    for base in [key.to_owned(), stripped.to_owned(), joined] {
+    let bases = [
+        key.to_owned(),
+        stripped.to_owned(),
+        remove_separators(key),
+        remove_separators(stripped),
+    ];
+    for base in bases {
         push(unleet(&base, 'i'));
         push(unleet(&base, 'l'));
-        push(unleet(strip_trailing_digits_and_symbols(&unleet(&base, 'i')), 'i'));
+        push(unleet(
+            strip_trailing_digits_and_symbols(&unleet(&base, 'i')),
+            'i',
+        ));
         push(base);
     }
     out
@@ -36,13 +44,17 @@ pub fn variants(key: &str) -> Vec<String> {
 
 /// `password2024!` → `password`. Leaves the text alone when nothing else would remain.
 fn strip_trailing_digits_and_symbols(text: &str) -> &str {
-    let trimmed = text.trim_end_matches(|c: char| c.is_ascii_digit() || c.is_ascii_punctuation());
+    let trimmed = text.trim_end_matches(|c: char| {
+        c.is_ascii_digit() || c.is_ascii_punctuation() || c.is_whitespace()
+    });
     if trimmed.is_empty() { text } else { trimmed }
 }
 
 /// Drops spaces, dots, dashes and underscores: `john.smith` and `john smith` → `johnsmith`.
 fn remove_separators(text: &str) -> String {
-    text.chars().filter(|c| !c.is_whitespace() && !matches!(c, '.' | '-' | '_')).collect()
+    text.chars()
+        .filter(|c| !c.is_whitespace() && !matches!(c, '.' | '-' | '_'))
+        .collect()
 }
 
 /// Undoes common character substitutions. `1` is ambiguous, so the caller picks `i` or `l`.
@@ -80,5 +92,6 @@ mod tests {
         assert!(variants("p4ssw0rd2024").contains(&"password".to_owned()));
         assert!(variants("john.smith").contains(&"johnsmith".to_owned()));
         assert!(variants("1234").contains(&"1234".to_owned()));
+        assert!(variants("wile e. coyote 2024").contains(&"wileecoyote".to_owned()));
     }
 }

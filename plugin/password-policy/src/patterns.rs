@@ -1,7 +1,10 @@
 //! Repetitive and sequential passwords: `aaaaaaaa`, `abcabcabc`, `12345678`, `qwertyuiop`.
 
 /// Keyboard rows (and the digit row) whose runs count as sequential, in either direction.
-const KEYBOARD_ROWS: [&str; 6] = [
+/// The first two run on from one row to the next (`qwertyuiopasdfgh`).
+const KEYBOARD_ROWS: [&str; 8] = [
+    "1234567890qwertyuiopasdfghjklzxcvbnm",
+    "qwertzuiopasdfghjklyxcvbnm",
     "1234567890",
     "qwertyuiop",
     "asdfghjkl",
@@ -21,7 +24,11 @@ pub fn is_repetitive(key: &str) -> bool {
     (1..=len / 2).any(|period| {
         len % period == 0
             && (period <= 4 || len / period >= 3)
-            && chars.iter().enumerate().skip(period).all(|(i, c)| *c == chars[i - period])
+            && chars
+                .iter()
+                .enumerate()
+                .skip(period)
+                .all(|(i, c)| *c == chars[i - period])
     })
 }
 
@@ -34,12 +41,16 @@ pub fn is_sequential(key: &str) -> bool {
         return false;
     }
     let steps_by = |delta: i64| {
-        chars.windows(2).all(|pair| i64::from(u32::from(pair[1])) - i64::from(u32::from(pair[0])) == delta)
+        chars
+            .windows(2)
+            .all(|pair| i64::from(u32::from(pair[1])) - i64::from(u32::from(pair[0])) == delta)
     };
     if steps_by(1) || steps_by(-1) {
         return true;
     }
-    KEYBOARD_ROWS.iter().any(|row| walks_row(&chars, row, 1) || walks_row(&chars, row, -1))
+    KEYBOARD_ROWS
+        .iter()
+        .any(|row| walks_row(&chars, row, 1) || walks_row(&chars, row, -1))
 }
 
 /// Every next character is the neighbour (by `direction`) of the previous one on `row`;
@@ -78,6 +89,7 @@ mod tests {
         assert!(is_sequential("qwertyuiop"));
         assert!(is_sequential("poiuytrewq"));
         assert!(is_sequential("1234567890123456"));
+        assert!(is_sequential("qwertyuiopasdfghjkl"));
         assert!(is_sequential("αβγδεζηθ"));
         assert!(!is_sequential("correct horse battery"));
         assert!(!is_sequential("qwertyasdfgh"));

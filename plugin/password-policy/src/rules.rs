@@ -56,7 +56,11 @@ const NORMALISE_LIMIT_FACTOR: usize = 4;
 /// Judges a new password against NIST SP 800-63B rev. 4. No composition rules: length,
 /// block lists (common passwords, context words, configured words) and trivial patterns.
 pub fn evaluate(input: PasswordInput<'_>, settings: &PolicySettings) -> Evaluation {
-    let min_length = if input.has_mfa { settings.min_length_with_mfa } else { settings.min_length };
+    let min_length = if input.has_mfa {
+        settings.min_length_with_mfa
+    } else {
+        settings.min_length
+    };
     let max_length = settings.max_length;
     let too_long = |length: Option<usize>| Finding {
         code: codes::TOO_LONG,
@@ -67,7 +71,12 @@ pub fn evaluate(input: PasswordInput<'_>, settings: &PolicySettings) -> Evaluati
     };
 
     if input.password.chars().count() > max_length * NORMALISE_LIMIT_FACTOR {
-        return Evaluation { verdict: Verdict::Deny, findings: vec![too_long(None)], length: 0, min_length };
+        return Evaluation {
+            verdict: Verdict::Deny,
+            findings: vec![too_long(None)],
+            length: 0,
+            min_length,
+        };
     }
 
     let normalised = normalize::nfkc(input.password);
@@ -94,22 +103,36 @@ pub fn evaluate(input: PasswordInput<'_>, settings: &PolicySettings) -> Evaluati
 
     let key = normalised.to_lowercase();
     let variants = normalize::variants(&key);
-    if variants.iter().any(|variant| blocklist::is_common_password(variant)) {
+    if variants
+        .iter()
+        .any(|variant| blocklist::is_common_password(variant))
+    {
         findings.push(Finding {
             code: codes::COMMON_PASSWORD,
             message: "This is one of the most commonly used passwords, so it is among the first an attacker tries; choose something less predictable.".to_owned(),
         });
     }
-    if matches_any(&variants, context_keys(input.context_words, settings.service_name.as_deref())) {
+    if matches_any(
+        &variants,
+        context_keys(input.context_words, settings.service_name.as_deref()),
+    ) {
         findings.push(Finding {
             code: codes::CONTEXT_WORD,
             message: "Don't use your email address, name, username or the name of this service as your password.".to_owned(),
         });
     }
-    if matches_any(&variants, settings.blocked_words.iter().map(|word| normalize::comparison_key(word))) {
+    if matches_any(
+        &variants,
+        settings
+            .blocked_words
+            .iter()
+            .map(|word| normalize::comparison_key(word)),
+    ) {
         findings.push(Finding {
             code: codes::BLOCKED_WORD,
-            message: "This password is on this service's list of blocked words; choose something else.".to_owned(),
+            message:
+                "This password is on this service's list of blocked words; choose something else."
+                    .to_owned(),
         });
     }
     if patterns::is_repetitive(&key) {
@@ -120,36 +143,58 @@ pub fn evaluate(input: PasswordInput<'_>, settings: &PolicySettings) -> Evaluati
     } else if patterns::is_sequential(&key) {
         findings.push(Finding {
             code: codes::SEQUENTIAL,
-            message: "Avoid sequences such as 12345678, abcdefgh or keyboard rows like qwertyuiop.".to_owned(),
+            message: "Avoid sequences such as 12345678, abcdefgh or keyboard rows like qwertyuiop."
+                .to_owned(),
         });
     }
 
-    let verdict = if findings.is_empty() { Verdict::Allow } else { Verdict::Deny };
-    Evaluation { verdict, findings, length, min_length }
+    let verdict = if findings.is_empty() {
+        Verdict::Allow
+    } else {
+        Verdict::Deny
+    };
+    Evaluation {
+        verdict,
+        findings,
+        length,
+        min_length,
+    }
 }
 
 /// True when a password variant equals any of the (already keyed) words or their variants.
 fn matches_any(variants: &[String], words: impl Iterator<Item = String>) -> bool {
-    words
-        .filter(|word| word.chars().count() >= 3)
-        .any(|word| normalize::variants(&word).iter().any(|word| variants.contains(word)))
+    words.filter(|word| word.chars().count() >= 3).any(|word| {
+        normalize::variants(&word)
+            .iter()
+            .any(|word| variants.contains(word))
+    })
 }
 
 /// The comparison keys of the context words: each word as given, an email's local part and
 /// domain name, each part of a multi-word name, and the service name.
-fn context_keys<'a>(words: &'a [String], service: Option<&'a str>) -> impl Iterator<Item = String> + 'a {
-    words.iter().map(String::as_str).chain(service).flat_map(|word| {
-        let key = normalize::comparison_key(word);
-        let mut keys = vec![key.clone()];
-        if let Some((local, domain)) = key.split_once('@') {
-            keys.push(local.to_owned());
-            if let Some(name) = domain.split('.').next() {
-                keys.push(name.to_owned());
+fn context_keys<'a>(
+    words: &'a [String],
+    service: Option<&'a str>,
+) -> impl Iterator<Item = String> + 'a {
+    words
+        .iter()
+        .map(String::as_str)
+        .chain(service)
+        .flat_map(|word| {
+            let key = normalize::comparison_key(word);
+            let mut keys = vec![key.clone()];
+            if let Some((local, domain)) = key.split_once('@') {
+                keys.push(local.to_owned());
+                if let Some(name) = domain.split('.').next() {
+                    keys.push(name.to_owned());
+                }
             }
-        }
-        keys.extend(key.split(|c: char| c.is_whitespace() || matches!(c, '.' | '-' | '_' | '@')).map(str::to_owned));
-        keys
-    })
+            keys.extend(
+                key.split(|c: char| c.is_whitespace() || matches!(c, '.' | '-' | '_' | '@'))
+                    .map(str::to_owned),
+            );
+            keys
+        })
 }
 
 #[cfg(test)]
@@ -158,8 +203,16 @@ mod tests {
 
     fn codes_for(password: &str, context: &[&str]) -> Vec<&'static str> {
         let context: Vec<String> = context.iter().map(|w| w.to_string()).collect();
-        let input = PasswordInput { password, has_mfa: false, context_words: &context };
-        evaluate(input, &PolicySettings::default()).findings.iter().map(|f| f.code).collect()
+        let input = PasswordInput {
+            password,
+            has_mfa: false,
+            context_words: &context,
+        };
+        evaluate(input, &PolicySettings::default())
+            .findings
+            .iter()
+            .map(|f| f.code)
+            .collect()
     }
 
     #[test]
@@ -172,14 +225,21 @@ mod tests {
     fn length_counts_code_points_after_nfkc() {
         // 15 full-width letters are 15 code points after NFKC; 14 are too short.
         assert!(codes_for("ｑｕｉｅｔｍｏｏｎｌｉｇｈｔｒ", &[]).is_empty());
-        assert_eq!(codes_for("ｑｕｉｅｔｍｏｏｎｌｉｇｈｔ", &[]), vec![codes::TOO_SHORT]);
+        assert_eq!(
+            codes_for("ｑｕｉｅｔｍｏｏｎｌｉｇｈｔ", &[]),
+            vec![codes::TOO_SHORT]
+        );
         // The "ﬁ" ligature becomes two letters.
         assert_eq!(normalize::nfkc("ﬁ").chars().count(), 2);
     }
 
     #[test]
     fn mfa_lowers_the_minimum() {
-        let input = PasswordInput { password: "tulip-orbit", has_mfa: true, context_words: &[] };
+        let input = PasswordInput {
+            password: "tulip-orbit",
+            has_mfa: true,
+            context_words: &[],
+        };
         let outcome = evaluate(input, &PolicySettings::default());
         assert_eq!(outcome.verdict, Verdict::Allow);
         assert_eq!(outcome.min_length, 8);
@@ -210,7 +270,11 @@ mod tests {
     fn huge_passwords_are_refused_without_normalising() {
         let huge = "x".repeat(4096);
         let outcome = evaluate(
-            PasswordInput { password: &huge, has_mfa: false, context_words: &[] },
+            PasswordInput {
+                password: &huge,
+                has_mfa: false,
+                context_words: &[],
+            },
             &PolicySettings::default(),
         );
         assert_eq!(outcome.findings.len(), 1);
@@ -222,6 +286,9 @@ mod tests {
         let passphrase = "the quiet harbour keeps its lanterns lit for every late sailor!!";
         assert_eq!(passphrase.chars().count(), 64);
         assert!(codes_for(passphrase, &[]).is_empty());
-        assert_eq!(codes_for(&format!("{passphrase}x"), &[]), vec![codes::TOO_LONG]);
+        assert_eq!(
+            codes_for(&format!("{passphrase}x"), &[]),
+            vec![codes::TOO_LONG]
+        );
     }
 }

@@ -44,14 +44,24 @@ impl PolicySettings {
             match raw.trim().parse::<usize>() {
                 Ok(value) if value >= floor => *target = value,
                 Ok(value) => {
-                    warnings.push(format!("{key}={value} is below the floor of {floor}; using {floor}"));
+                    warnings.push(format!(
+                        "{key}={value} is below the floor of {floor}; using {floor}"
+                    ));
                     *target = floor;
                 }
                 Err(_) => warnings.push(format!("{key}={raw:?} is not a number; using {target}")),
             }
         };
-        number("min-length", &mut settings.min_length, NIST_ABSOLUTE_MINIMUM);
-        number("min-length-with-mfa", &mut settings.min_length_with_mfa, NIST_ABSOLUTE_MINIMUM);
+        number(
+            "min-length",
+            &mut settings.min_length,
+            NIST_ABSOLUTE_MINIMUM,
+        );
+        number(
+            "min-length-with-mfa",
+            &mut settings.min_length_with_mfa,
+            NIST_ABSOLUTE_MINIMUM,
+        );
         number("max-length", &mut settings.max_length, NIST_MIN_MAXIMUM);
         if settings.max_length < settings.min_length {
             warnings.push(format!(
@@ -80,8 +90,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn read(pairs: &[(&str, &str)]) -> (PolicySettings, Vec<String>) {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         PolicySettings::from_lookup(|key| map.get(key).cloned())
     }
 
@@ -94,7 +106,11 @@ mod tests {
 
     #[test]
     fn bad_values_never_weaken_the_policy() {
-        let (settings, warnings) = read(&[("min-length", "4"), ("max-length", "20"), ("min-length-with-mfa", "x")]);
+        let (settings, warnings) = read(&[
+            ("min-length", "4"),
+            ("max-length", "20"),
+            ("min-length-with-mfa", "x"),
+        ]);
         assert_eq!(settings.min_length, NIST_ABSOLUTE_MINIMUM);
         assert_eq!(settings.max_length, NIST_MIN_MAXIMUM);
         assert_eq!(settings.min_length_with_mfa, 8);
@@ -103,7 +119,10 @@ mod tests {
 
     #[test]
     fn blocked_words_are_a_comma_list() {
-        let (settings, _) = read(&[("blocked-words", " acme, widget ,,"), ("service-name", "Acme ID")]);
+        let (settings, _) = read(&[
+            ("blocked-words", " acme, widget ,,"),
+            ("service-name", "Acme ID"),
+        ]);
         assert_eq!(settings.blocked_words, vec!["acme", "widget"]);
         assert_eq!(settings.service_name.as_deref(), Some("Acme ID"));
     }

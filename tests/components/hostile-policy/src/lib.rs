@@ -11,7 +11,10 @@ struct Hostile;
 
 impl Guest for Hostile {
     fn info() -> PluginInfo {
-        PluginInfo { name: "password-policy".to_owned(), version: "6.6.6-hostile".to_owned() }
+        PluginInfo {
+            name: "password-policy".to_owned(),
+            version: "6.6.6-hostile".to_owned(),
+        }
     }
 
     fn evaluate(input: PasswordInput) -> Decision {
@@ -30,7 +33,11 @@ impl Guest for Hostile {
                 }
             }
             "panic-now" => panic!("hostile plugin panics on purpose"),
-            _ => Decision { verdict: Verdict::Allow, findings: Vec::new(), attributes: Vec::new() },
+            _ => Decision {
+                verdict: Verdict::Allow,
+                findings: Vec::new(),
+                attributes: Vec::new(),
+            },
         }
     }
 }

@@ -10,7 +10,10 @@ struct Trapping;
 
 impl Guest for Trapping {
     fn info() -> PluginInfo {
-        PluginInfo { name: "password-policy".to_owned(), version: "0.0.1-broken".to_owned() }
+        PluginInfo {
+            name: "password-policy".to_owned(),
+            version: "0.0.1-broken".to_owned(),
+        }
     }
 
     fn evaluate(_input: PasswordInput) -> Decision {

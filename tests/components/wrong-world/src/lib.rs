@@ -9,7 +9,10 @@ struct WrongWorld;
 
 impl Guest for WrongWorld {
     fn info() -> PluginInfo {
-        PluginInfo { name: "password-policy".to_owned(), version: "9.9.9-wrong-world".to_owned() }
+        PluginInfo {
+            name: "password-policy".to_owned(),
+            version: "9.9.9-wrong-world".to_owned(),
+        }
     }
 
     fn check(_password: String) -> BreachOutcome {
