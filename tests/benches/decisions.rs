@@ -1,1 +1,171 @@
-fn main() {}
+//! Decision benchmarks. Prints one JSON object per line:
+//! `{"bench", "median_ns", "p99_ns", "per_sec", "iterations"}` and, where the same work also
+//! runs natively in the same run, `"native_median_ns"` and `"ratio"` (host ÷ native).
+//!
+//! Run with `cargo bench -p harness --bench decisions`. Decisions run one at a time on a
+//! current-thread tokio runtime (what one core can do); `per_sec` is measured throughput.
+
+use harness::{host_with_password_policy, password};
+use policy_host::{PasswordInput, PolicyHost};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const WARMUP: usize = 500;
+const ITERATIONS: usize = 20_000;
+
+/// The password inputs every run cycles through: accepted and rejected, ASCII and not.
+fn inputs() -> Vec<PasswordInput> {
+    let context = vec![
+        "maria.gonzalez@example.org".to_owned(),
+        "Maria Gonzalez".to_owned(),
+    ];
+    [
+        "correct horse battery staple",
+        "password1234567",
+        "Grüße aus München, lieber Freund",
+        "ｐａｓｓｗｏｒｄ１２３４５６７",
+        "MariaGonzalez2024",
+        "abcdefghijklmnopq",
+        "the quiet harbour keeps its lanterns lit for every late sailor!!",
+    ]
+    .into_iter()
+    .map(|candidate| PasswordInput {
+        password: candidate.to_owned(),
+        has_mfa: false,
+        context_words: context.clone(),
+    })
+    .collect()
+}
+
+/// `cargo bench -p harness --bench decisions -- <filter>` runs only benches whose name contains
+/// the filter (the others still run, for their native baselines, but print nothing).
+fn selected(bench: &str) -> bool {
+    std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with("--"))
+        .all(|filter| bench.contains(&filter))
+}
+
+/// Timing summary of one benchmark.
+struct Summary {
+    median_ns: u64,
+    p99_ns: u64,
+    per_sec: f64,
+    iterations: usize,
+}
+
+/// Runs `step` `WARMUP + ITERATIONS` times, timing each measured call.
+async fn measure<F, Fut>(mut step: F) -> Summary
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for i in 0..WARMUP {
+        step(i).await;
+    }
+    let mut samples = Vec::with_capacity(ITERATIONS);
+    let started = Instant::now();
+    for i in 0..ITERATIONS {
+        let before = Instant::now();
+        step(i).await;
+        samples.push(before.elapsed());
+    }
+    let total = started.elapsed();
+    summarise(samples, total)
+}
+
+fn summarise(mut samples: Vec<Duration>, total: Duration) -> Summary {
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_nanos() as u64;
+    Summary {
+        median_ns: at(0.5),
+        p99_ns: at(0.99),
+        per_sec: samples.len() as f64 / total.as_secs_f64(),
+        iterations: samples.len(),
+    }
+}
+
+fn report(bench: &str, host: &Summary, native: Option<&Summary>) {
+    if !selected(bench) {
+        return;
+    }
+    let mut line = json!({
+        "bench": bench,
+        "median_ns": host.median_ns,
+        "p99_ns": host.p99_ns,
+        "per_sec": host.per_sec.round(),
+        "iterations": host.iterations,
+    });
+    if let Some(native) = native {
+        line["native_median_ns"] = json!(native.median_ns);
+        line["ratio"] = json!(
+            ((host.median_ns as f64 / native.median_ns.max(1) as f64) * 100.0).round() / 100.0
+        );
+    }
+    println!("{line}");
+}
+
+async fn password_policy_benches(host: &PolicyHost) {
+    let inputs = inputs();
+    let settings = password_policy::settings::PolicySettings::default();
+    let native = measure(|i| {
+        let input = &inputs[i % inputs.len()];
+        let outcome = password_policy::rules::evaluate(
+            password_policy::rules::PasswordInput {
+                password: &input.password,
+                has_mfa: input.has_mfa,
+                context_words: &input.context_words,
+            },
+            &settings,
+        );
+        std::hint::black_box(outcome);
+        async {}
+    })
+    .await;
+    report("password-policy/native", &native, None);
+
+    let hosted = measure(|i| {
+        let input = &inputs[i % inputs.len()];
+        async move {
+            let record = host
+                .try_evaluate_password("password-policy", input)
+                .await
+                .expect("decision");
+            std::hint::black_box(record);
+        }
+    })
+    .await;
+    report("password-policy/host", &hosted, Some(&native));
+
+    let plugin = host
+        .catalog()
+        .slot("password-policy")
+        .and_then(|slot| slot.current())
+        .expect("loaded");
+    let engine = host.catalog().engine().clone();
+    let instantiate = measure(|_| {
+        let (plugin, engine) = (&plugin, &engine);
+        async move { plugin.instantiate_only(engine).await.expect("instantiate") }
+    })
+    .await;
+    report("instantiate/password-policy", &instantiate, None);
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        let (_dir, host) = host_with_password_policy()
+            .await
+            .expect("host with the bundled plugins");
+        // Sanity: the benchmark measures real decisions, not errors.
+        let record = host
+            .try_evaluate_password("password-policy", &password("password1234567"))
+            .await
+            .expect("decision");
+        assert_eq!(record.decision.codes(), ["common-password"]);
+        password_policy_benches(&host).await;
+    });
+}

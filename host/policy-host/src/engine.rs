@@ -12,16 +12,16 @@ use std::{
     thread,
 };
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
     component::{Component, HasSelf, Linker},
 };
 
-/// Address space reserved per linear memory slot. Plugins are capped far below this (see
-/// [`RuntimeLimits::memory_bytes`]); a small reservation keeps many slots cheap.
-const MEMORY_RESERVATION: u64 = 1 << 30;
 /// Dirty pages below this size are reset with memset instead of `madvise`: faster for the
 /// small amount of memory a decision touches.
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;
+
+/// The part of a fiber stack kept resident between calls (the rest is returned to the OS).
+const KEEP_RESIDENT_STACK_BYTES: usize = 128 << 10;
 
 /// The engine and everything shared by all plugins.
 pub struct PolicyEngine {
@@ -49,13 +49,15 @@ impl PolicyEngine {
             .max_memories_per_component(4)
             .max_memory_size(limits.memory_bytes)
             .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-            .table_keep_resident(64 << 10);
+            .table_keep_resident(64 << 10)
+            .async_stack_keep_resident(KEEP_RESIDENT_STACK_BYTES)
+            // Find dirty pages with Linux's PAGEMAP_SCAN (6.7+) instead of resetting the whole
+            // keep-resident region: a decision touches few pages.
+            .pagemap_scan(Enabled::Auto);
         let mut config = Config::new();
         config
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .memory_init_cow(true)
-            .memory_reservation(MEMORY_RESERVATION)
-            .memory_guard_size(64 << 10)
             .epoch_interruption(true);
         let engine = Engine::new(&config)?;
 

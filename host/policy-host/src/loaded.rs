@@ -128,3 +128,15 @@ impl LoadedPlugin {
         }
     }
 }
+
+impl LoadedPlugin {
+    /// Creates a fresh instance and drops it without calling anything: the fixed cost every
+    /// decision pays. Used by the benchmark; also a cheap liveness probe.
+    pub async fn instantiate_only(&self, engine: &PolicyEngine) -> Result<(), PluginError> {
+        let mut store = self.new_store(engine);
+        let result = match &self.pre {
+            PreInstance::PasswordPolicy(pre) => pre.instantiate_async(&mut store).await.map(drop),
+        };
+        result.map_err(|error| self.classify(engine, &store, error))
+    }
+}

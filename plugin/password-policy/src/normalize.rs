@@ -5,7 +5,12 @@ use unicode_normalization::UnicodeNormalization;
 /// NFKC, as NIST SP 800-63B asks before counting and comparing: full-width letters,
 /// ligatures and compatibility forms become their plain equivalents.
 pub fn nfkc(password: &str) -> String {
-    password.nfkc().collect()
+    // ASCII text is its own NFKC form: skip the normaliser for the common case.
+    if password.is_ascii() {
+        password.to_owned()
+    } else {
+        password.nfkc().collect()
+    }
 }
 
 /// The comparison key of a password or word: NFKC, then lower case.
@@ -18,28 +23,45 @@ pub fn comparison_key(text: &str) -> String {
 /// (`pass word`), and with common leetspeak undone (`p@ssw0rd`). Deduplicated, never empty.
 pub fn variants(key: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(8);
-    let mut push = |candidate: String| {
+    fn push(out: &mut Vec<String>, candidate: String) {
         if !candidate.is_empty() && !out.contains(&candidate) {
             out.push(candidate);
         }
-    };
+    }
     let stripped = strip_trailing_digits_and_symbols(key);
-    let bases = [
-        key.to_owned(),
-        stripped.to_owned(),
-        remove_separators(key),
-        remove_separators(stripped),
-    ];
-    for base in bases {
-        push(unleet(&base, 'i'));
-        push(unleet(&base, 'l'));
-        push(unleet(
-            strip_trailing_digits_and_symbols(&unleet(&base, 'i')),
-            'i',
-        ));
-        push(base);
+    push(&mut out, key.to_owned());
+    push(&mut out, stripped.to_owned());
+    if key.contains(is_separator) {
+        push(&mut out, remove_separators(key));
+        push(&mut out, remove_separators(stripped));
+    }
+    // Undo leetspeak on each base found so far (only when there is something to undo).
+    for index in 0..out.len() {
+        let base = out[index].clone();
+        if base.contains(is_leet) {
+            let with_i = unleet(&base, 'i');
+            push(
+                &mut out,
+                strip_trailing_digits_and_symbols(&with_i).to_owned(),
+            );
+            if base.contains('1') {
+                push(&mut out, unleet(&base, 'l'));
+            }
+            push(&mut out, with_i);
+        }
     }
     out
+}
+
+fn is_separator(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '.' | '-' | '_')
+}
+
+fn is_leet(c: char) -> bool {
+    matches!(
+        c,
+        '0' | '1' | '3' | '4' | '@' | '5' | '$' | '7' | '+' | '8' | '9' | '!' | '|'
+    )
 }
 
 /// `password2024!` → `password`. Leaves the text alone when nothing else would remain.

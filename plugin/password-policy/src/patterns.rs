@@ -22,7 +22,7 @@ pub fn is_repetitive(key: &str) -> bool {
         return false;
     }
     (1..=len / 2).any(|period| {
-        len % period == 0
+        len.is_multiple_of(period)
             && (period <= 4 || len / period >= 3)
             && chars
                 .iter()
@@ -56,14 +56,16 @@ pub fn is_sequential(key: &str) -> bool {
 /// Every next character is the neighbour (by `direction`) of the previous one on `row`;
 /// the row wraps around so that `1234567890123` counts.
 fn walks_row(chars: &[char], row: &str, direction: isize) -> bool {
-    let row: Vec<char> = row.chars().collect();
+    let row = row.as_bytes();
     let len = row.len() as isize;
     chars.windows(2).all(|pair| {
-        let Some(at) = row.iter().position(|c| *c == pair[0]) else {
+        let (Ok(this), Ok(next)) = (u8::try_from(pair[0]), u8::try_from(pair[1])) else {
             return false;
         };
-        let next = (at as isize + direction).rem_euclid(len) as usize;
-        row[next] == pair[1]
+        let Some(at) = row.iter().position(|c| *c == this) else {
+            return false;
+        };
+        row[(at as isize + direction).rem_euclid(len) as usize] == next
     })
 }
 

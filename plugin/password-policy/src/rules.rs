@@ -161,12 +161,18 @@ pub fn evaluate(input: PasswordInput<'_>, settings: &PolicySettings) -> Evaluati
     }
 }
 
-/// True when a password variant equals any of the (already keyed) words or their variants.
+/// True when a password variant equals any of the (already keyed) words, as given or with
+/// its separators removed (`john smith` → `johnsmith`). Words shorter than 3 characters are
+/// ignored: they can't be a whole acceptable-length password anyway.
 fn matches_any(variants: &[String], words: impl Iterator<Item = String>) -> bool {
     words.filter(|word| word.chars().count() >= 3).any(|word| {
-        normalize::variants(&word)
-            .iter()
-            .any(|word| variants.contains(word))
+        variants.contains(&word) || {
+            let joined: String = word
+                .chars()
+                .filter(|c| !c.is_whitespace() && !matches!(c, '.' | '-' | '_'))
+                .collect();
+            joined != word && variants.contains(&joined)
+        }
     })
 }
 
