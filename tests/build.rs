@@ -17,7 +17,12 @@ fn main() {
         ));
     };
     for component in (ComponentBuild {
-        packages: &["hostile-policy", "trapping-policy", "wrong-world"],
+        packages: &[
+            "hostile-policy",
+            "trapping-policy",
+            "wrong-world",
+            "hostile-egress",
+        ],
         target_subdir: "wasm-test-components",
         env: &[],
     })

@@ -4,8 +4,8 @@
 use component_build::ComponentBuild;
 use std::{env, fs, path::PathBuf};
 
-/// The bundled plugins: (package, the plugin kind it implements).
-const PLUGINS: &[&str] = &["password-policy"];
+/// The bundled plugins; each package name is also the plugin's name and world.
+const PLUGINS: &[&str] = &["password-policy", "breach-check"];
 
 fn main() {
     let built = ComponentBuild {

@@ -4,7 +4,13 @@
 //! `bundled-plugins` crate) and from `tests/components/` (this crate's build script), loaded by
 //! the real [`policy_host::PolicyHost`] from a real directory.
 
-use policy_host::{HostConfig, PasswordInput, PluginConfig, PluginKind, PolicyHost};
+pub mod hibp;
+pub mod upstream;
+
+use policy_host::{
+    HostConfig, PasswordInput, PluginConfig, PluginKind, PolicyHost,
+    egress::config::{BreakerConfig, CallPolicy, DestinationConfig},
+};
 use std::{
     future::Future,
     path::{Path, PathBuf},
@@ -14,6 +20,11 @@ use std::{
 /// Paths of the test components built by `build.rs`.
 pub mod components {
     include!(concat!(env!("OUT_DIR"), "/test_components.rs"));
+}
+
+/// Path of the bundled breach-check component.
+pub fn breach_check_component() -> &'static Path {
+    Path::new(bundled_plugins::BREACH_CHECK.path)
 }
 
 /// Path of the bundled password-policy component.
@@ -80,6 +91,55 @@ pub async fn host_with_password_policy() -> anyhow::Result<(PluginDir, PolicyHos
     let dir = PluginDir::new()?;
     dir.publish("password-policy", password_policy_component())?;
     let host = PolicyHost::start(&dir.config()).await?;
+    Ok((dir, host))
+}
+
+/// A breach-check slot pointed at `base_url` (a local server, so `allow-private` is on), with
+/// `policy` as its destination's call policy and the given extra settings.
+pub fn breach_slot(base_url: &str, policy: CallPolicy, settings: &[(&str, &str)]) -> PluginConfig {
+    let mut all: Vec<(&str, &str)> = vec![("base-url", base_url)];
+    all.extend_from_slice(settings);
+    let mut config = slot(PluginKind::BreachCheck, &all);
+    config.egress = vec![DestinationConfig {
+        url: format!("{base_url}/range/"),
+        allow_private: true,
+        secrets: Vec::new(),
+        cache_ttl: Some(Duration::from_secs(3600)),
+        idempotency_header: None,
+        policy: Some(policy),
+    }];
+    config
+}
+
+/// A call policy for tests: short timeouts, no retries, a breaker that never opens.
+pub fn quick_policy() -> CallPolicy {
+    CallPolicy {
+        connect_timeout: Duration::from_millis(500),
+        first_byte_timeout: Duration::from_millis(500),
+        between_bytes_timeout: Duration::from_millis(500),
+        max_retries: 0,
+        breaker: BreakerConfig {
+            minimum_calls: 1_000,
+            ..BreakerConfig::default()
+        },
+        ..CallPolicy::default()
+    }
+}
+
+/// A host serving the bundled breach-check plugin against `base_url`.
+pub async fn host_with_breach_check(
+    base_url: &str,
+    policy: CallPolicy,
+    settings: &[(&str, &str)],
+) -> anyhow::Result<(PluginDir, PolicyHost)> {
+    let dir = PluginDir::new()?;
+    dir.publish("breach-check", breach_check_component())?;
+    let mut config = dir.config();
+    config.slots.insert(
+        "breach-check".to_owned(),
+        breach_slot(base_url, policy, settings),
+    );
+    let host = PolicyHost::start(&config).await?;
     Ok((dir, host))
 }
 

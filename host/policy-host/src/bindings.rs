@@ -14,3 +14,21 @@ pub mod password_policy {
 }
 
 pub use password_policy::user_service::policy::{logging, settings, types};
+
+/// The `breach-check` world: shares the policy interfaces with `password_policy` and takes
+/// `wasi:http` from wasmtime-wasi-http.
+pub mod breach_check {
+    wasmtime::component::bindgen!({
+        world: "breach-check",
+        path: "../../wit",
+        exports: { default: async },
+        with: {
+            "user-service:policy/types": super::password_policy::user_service::policy::types,
+            "user-service:policy/settings": super::password_policy::user_service::policy::settings,
+            "user-service:policy/logging": super::password_policy::user_service::policy::logging,
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+        },
+    });
+}

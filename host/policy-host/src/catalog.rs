@@ -7,9 +7,10 @@
 
 use crate::{
     artifact_cache::sha256_hex,
-    bindings::password_policy::PasswordPolicyPre,
+    bindings::{breach_check::BreachCheckPre, password_policy::PasswordPolicyPre},
     config::{HostConfig, ResolvedSlot},
     decision::PluginIdentity,
+    egress::PluginEgress,
     engine::PolicyEngine,
     error::{LoadError, PluginError},
     kind::{self, PluginKind},
@@ -228,21 +229,19 @@ impl Catalog {
             name: name.clone(),
             source,
         };
+        let info = candidate.info(&self.engine).await.map_err(smoke_failed)?;
+        if info.version.is_empty() || info.version.len() > 64 {
+            return Err(LoadError::Internal {
+                name,
+                message: format!("reported version {:?} is not a version", info.version),
+            });
+        }
+        if info.name != *candidate.identity.name {
+            tracing::warn!(slot = %candidate.identity.name, reported = %info.name, "plugin reports a different name than its slot");
+        }
+        candidate.identity.version = info.version.into();
         match candidate.kind {
             PluginKind::PasswordPolicy => {
-                let info = password_policy::info(&self.engine, &candidate)
-                    .await
-                    .map_err(smoke_failed)?;
-                if info.version.is_empty() || info.version.len() > 64 {
-                    return Err(LoadError::Internal {
-                        name,
-                        message: format!("reported version {:?} is not a version", info.version),
-                    });
-                }
-                if info.name != *candidate.identity.name {
-                    tracing::warn!(slot = %candidate.identity.name, reported = %info.name, "plugin reports a different name than its slot");
-                }
-                candidate.identity.version = info.version.into();
                 password_policy::evaluate(
                     &self.engine,
                     &candidate,
@@ -251,9 +250,9 @@ impl Catalog {
                 .await
                 .map_err(smoke_failed)?;
             }
-            PluginKind::BreachCheck | PluginKind::Captcha => {
-                unreachable!("prepare() refuses kinds without a linker")
-            }
+            // A network plugin's smoke test stops at `info`: a load must not depend on, or
+            // send traffic to, its upstream.
+            PluginKind::BreachCheck | PluginKind::Captcha => {}
         }
         Ok(candidate)
     }
@@ -356,9 +355,21 @@ fn prepare(
         PluginKind::PasswordPolicy => {
             PreInstance::PasswordPolicy(PasswordPolicyPre::new(instance_pre).map_err(unsatisfied)?)
         }
-        PluginKind::BreachCheck | PluginKind::Captcha => {
-            unreachable!("engine.linker() has no linker for {kind}")
+        PluginKind::BreachCheck => {
+            PreInstance::BreachCheck(BreachCheckPre::new(instance_pre).map_err(unsatisfied)?)
         }
+        PluginKind::Captcha => unreachable!("engine.linker() has no linker for {kind}"),
+    };
+    let egress = match kind {
+        PluginKind::PasswordPolicy => None,
+        PluginKind::BreachCheck | PluginKind::Captcha => Some(Arc::new(
+            PluginEgress::new(&name, &slot.egress, engine.gateway().defaults()).map_err(
+                |message| LoadError::Internal {
+                    name: name.clone(),
+                    message,
+                },
+            )?,
+        )),
     };
     let identity = PluginIdentity {
         name: name.as_str().into(),
@@ -371,6 +382,7 @@ fn prepare(
         wit_version,
         Arc::new(slot.settings.clone()),
         pre,
+        egress,
     ))
 }
 

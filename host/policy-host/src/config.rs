@@ -1,6 +1,11 @@
 //! Host configuration: where plugins live and how each one is run.
 
-use crate::{fail_policy::FailPolicy, kind::PluginKind, limits::RuntimeLimits};
+use crate::{
+    egress::config::{DestinationConfig, EgressConfig},
+    fail_policy::FailPolicy,
+    kind::PluginKind,
+    limits::RuntimeLimits,
+};
 use serde::Deserialize;
 use std::{collections::BTreeMap, path::PathBuf};
 
@@ -20,6 +25,8 @@ pub struct HostConfig {
     /// Per-plugin configuration, by slot name (`[plugins.slots.<name>]`). A `<name>.wasm` whose
     /// name is a plugin kind (`password-policy`, `breach-check`, `captcha`) needs no entry.
     pub slots: BTreeMap<String, PluginConfig>,
+    /// The egress gateway: defaults and secrets (`[plugins.egress]`).
+    pub egress: EgressConfig,
 }
 
 impl Default for HostConfig {
@@ -30,6 +37,7 @@ impl Default for HostConfig {
             watch: true,
             limits: RuntimeLimits::default(),
             slots: BTreeMap::new(),
+            egress: EgressConfig::default(),
         }
     }
 }
@@ -49,6 +57,8 @@ pub struct PluginConfig {
     pub settings: BTreeMap<String, String>,
     /// Set to `false` to never load this plugin (`enabled`).
     pub enabled: Option<bool>,
+    /// Destinations the plugin may call (`[[plugins.slots.<name>.egress]]`); none by default.
+    pub egress: Vec<DestinationConfig>,
 }
 
 impl HostConfig {
@@ -70,6 +80,7 @@ impl HostConfig {
             sha256: config.sha256.map(|pin| pin.trim().to_ascii_lowercase()),
             settings: config.settings,
             enabled: config.enabled.unwrap_or(true),
+            egress: config.egress,
         })
     }
 
@@ -94,4 +105,5 @@ pub struct ResolvedSlot {
     pub sha256: Option<String>,
     pub settings: BTreeMap<String, String>,
     pub enabled: bool,
+    pub egress: Vec<DestinationConfig>,
 }

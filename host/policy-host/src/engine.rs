@@ -1,8 +1,12 @@
 //! The one wasmtime engine, its linkers, and the epoch ticker that enforces deadlines.
 
 use crate::{
-    artifact_cache::ArtifactCache, bindings::password_policy::PasswordPolicy, kind::PluginKind,
-    limits::RuntimeLimits, store_state::PluginState,
+    artifact_cache::ArtifactCache,
+    bindings::{logging, password_policy::PasswordPolicy, settings, types},
+    egress::{EgressGateway, config::EgressConfig},
+    kind::PluginKind,
+    limits::RuntimeLimits,
+    store_state::PluginState,
 };
 use std::{
     sync::{
@@ -28,6 +32,8 @@ pub struct PolicyEngine {
     engine: Engine,
     limits: RuntimeLimits,
     password_policy_linker: Linker<PluginState>,
+    network_linker: Linker<PluginState>,
+    gateway: Arc<EgressGateway>,
     cache: Option<ArtifactCache>,
     ticker_stop: Arc<AtomicBool>,
 }
@@ -35,9 +41,11 @@ pub struct PolicyEngine {
 impl PolicyEngine {
     /// Builds the engine: pooling allocator sized from `limits`, copy-on-write memory images,
     /// epoch interruption with a background ticker every `limits.epoch_tick`.
+    /// The egress gateway (built from `egress`) mediates every `wasi:http` request.
     pub fn new(
         limits: RuntimeLimits,
         cache_dir: Option<std::path::PathBuf>,
+        egress: EgressConfig,
     ) -> wasmtime::Result<Self> {
         let instances = limits.max_concurrent_instances.max(1);
         let mut pool = PoolingAllocationConfig::new();
@@ -68,6 +76,15 @@ impl PolicyEngine {
             |state| state,
         )?;
 
+        // breach-check and captcha: the same, plus wasi:http (whose requests go to the gateway).
+        let mut network_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut network_linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut network_linker)?;
+        types::add_to_linker::<_, HasSelf<PluginState>>(&mut network_linker, |state| state)?;
+        settings::add_to_linker::<_, HasSelf<PluginState>>(&mut network_linker, |state| state)?;
+        logging::add_to_linker::<_, HasSelf<PluginState>>(&mut network_linker, |state| state)?;
+        let gateway = Arc::new(EgressGateway::new(egress).map_err(wasmtime::Error::msg)?);
+
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), limits.epoch_tick, ticker_stop.clone())?;
         let cache = cache_dir.map(|dir| ArtifactCache::new(dir, &engine));
@@ -75,6 +92,8 @@ impl PolicyEngine {
             engine,
             limits,
             password_policy_linker,
+            network_linker,
+            gateway,
             cache,
             ticker_stop,
         })
@@ -83,6 +102,11 @@ impl PolicyEngine {
     /// The wasmtime engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The egress gateway.
+    pub fn gateway(&self) -> &Arc<EgressGateway> {
+        &self.gateway
     }
 
     /// The per-decision limits.
@@ -95,7 +119,8 @@ impl PolicyEngine {
     pub fn linker(&self, kind: PluginKind) -> Option<&Linker<PluginState>> {
         match kind {
             PluginKind::PasswordPolicy => Some(&self.password_policy_linker),
-            PluginKind::BreachCheck | PluginKind::Captcha => None,
+            PluginKind::BreachCheck => Some(&self.network_linker),
+            PluginKind::Captcha => None,
         }
     }
 

@@ -49,6 +49,9 @@ pub enum PluginError {
         version: String,
         message: String,
     },
+    /// The plugin ran but its upstream failed (e.g. a breach check's `unknown`).
+    #[error("plugin `{name}` could not reach its upstream: {reason}")]
+    Upstream { name: String, reason: String },
     /// Every instance slot is busy: too many decisions at once.
     #[error("plugin `{name}` {version} could not be instantiated: {message}")]
     Instantiation {
@@ -70,6 +73,7 @@ impl PluginError {
             Self::Trap { .. } => "plugin-trap",
             Self::InvalidOutput { .. } => "plugin-invalid-output",
             Self::Instantiation { .. } => "plugin-instantiation-failed",
+            Self::Upstream { .. } => "upstream-unavailable",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! [`PolicyHost`]: the engine, the catalog and the watcher behind one handle.
 
 use crate::{
+    breach_check::{self, BreachOutcome},
     catalog::Catalog,
     config::HostConfig,
     decision::DecisionRecord,
@@ -13,6 +14,13 @@ use crate::{
 };
 use std::sync::Arc;
 
+/// A breach check's typed outcome and the decision made from it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BreachRecord {
+    pub outcome: BreachOutcome,
+    pub record: DecisionRecord,
+}
+
 /// The policy host a service embeds.
 pub struct PolicyHost {
     catalog: Arc<Catalog>,
@@ -24,8 +32,12 @@ impl PolicyHost {
     /// is set, starts watching the directory. Plugins that fail to load are reported in
     /// [`Catalog::status`]; they don't prevent the start. Must run inside a tokio runtime.
     pub async fn start(config: &HostConfig) -> anyhow::Result<Self> {
-        let engine = PolicyEngine::new(config.limits.clone(), config.cache_dir.clone())
-            .map_err(|error| anyhow::anyhow!("cannot build the wasm engine: {error:#}"))?;
+        let engine = PolicyEngine::new(
+            config.limits.clone(),
+            config.cache_dir.clone(),
+            config.egress.clone(),
+        )
+        .map_err(|error| anyhow::anyhow!("cannot build the wasm engine: {error:#}"))?;
         let catalog = Arc::new(Catalog::new(Arc::new(engine), config));
         std::fs::create_dir_all(&config.dir).map_err(|error| {
             anyhow::anyhow!(
@@ -80,6 +92,56 @@ impl PolicyHost {
             plugin: Some(plugin.identity.clone()),
             fail_policy_applied: None,
         })
+    }
+
+    /// Checks `password` against the breach corpus with the plugin in slot `name`. An
+    /// `unknown` outcome, or a plugin failure, goes through the slot's fail policy (default:
+    /// allow, flagged with `breach-check-unavailable`); the record says which.
+    pub async fn check_breach(&self, name: &str, password: &str) -> BreachRecord {
+        let outcome = match self.serving(name, PluginKind::BreachCheck) {
+            Ok(plugin) => match breach_check::check(self.catalog.engine(), &plugin, password).await
+            {
+                Ok(outcome) => {
+                    plugin.count_decision();
+                    Ok((outcome, plugin))
+                }
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok((outcome, plugin)) => match breach_check::decide(&outcome) {
+                Some(decision) => BreachRecord {
+                    record: DecisionRecord {
+                        decision,
+                        plugin: Some(plugin.identity.clone()),
+                        fail_policy_applied: None,
+                    },
+                    outcome,
+                },
+                None => {
+                    let BreachOutcome::Unknown { reason } = &outcome else {
+                        unreachable!("decide() covers known outcomes")
+                    };
+                    let error = PluginError::Upstream {
+                        name: name.to_owned(),
+                        reason: reason.clone(),
+                    };
+                    let mut record = self.fail(name, PluginKind::BreachCheck, error);
+                    record.plugin = Some(plugin.identity.clone());
+                    BreachRecord { outcome, record }
+                }
+            },
+            Err(error) => {
+                let outcome = BreachOutcome::Unknown {
+                    reason: error.to_string(),
+                };
+                BreachRecord {
+                    record: self.fail(name, PluginKind::BreachCheck, error),
+                    outcome,
+                }
+            }
+        }
     }
 
     /// The version serving in slot `name`, checked to be of `kind`.

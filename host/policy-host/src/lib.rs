@@ -15,9 +15,11 @@
 
 pub mod artifact_cache;
 pub mod bindings;
+pub mod breach_check;
 pub mod catalog;
 pub mod config;
 pub mod decision;
+pub mod egress;
 pub mod engine;
 pub mod error;
 pub mod fail_policy;
@@ -30,12 +32,13 @@ pub mod watcher;
 
 mod host;
 
+pub use breach_check::BreachOutcome;
 pub use config::{HostConfig, PluginConfig};
 pub use decision::{
     Attribute, AttributeValue, Decision, DecisionRecord, Finding, PluginIdentity, Verdict,
 };
 pub use error::{LoadError, PluginError};
 pub use fail_policy::FailPolicy;
-pub use host::PolicyHost;
+pub use host::{BreachRecord, PolicyHost};
 pub use kind::PluginKind;
 pub use password_policy::PasswordInput;

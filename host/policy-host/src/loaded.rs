@@ -1,8 +1,9 @@
 //! A plugin version that passed validation and can serve decisions.
 
 use crate::{
-    bindings::password_policy::PasswordPolicyPre,
+    bindings::{breach_check::BreachCheckPre, password_policy::PasswordPolicyPre},
     decision::PluginIdentity,
+    egress::{PluginEgress, hooks::EgressHooks},
     engine::PolicyEngine,
     error::PluginError,
     kind::PluginKind,
@@ -21,6 +22,7 @@ use wasmtime::{Store, Trap};
 /// The pre-linked, ready-to-instantiate component, typed by kind.
 pub(crate) enum PreInstance {
     PasswordPolicy(PasswordPolicyPre<PluginState>),
+    BreachCheck(BreachCheckPre<PluginState>),
 }
 
 /// One loaded plugin version. Shared (`Arc`) by the catalog and every decision in flight, so a
@@ -36,6 +38,8 @@ pub struct LoadedPlugin {
     pub loaded_at: SystemTime,
     pub(crate) settings: Arc<BTreeMap<String, String>>,
     pub(crate) pre: PreInstance,
+    /// Where the plugin may send requests; `None` for kinds without network access.
+    pub(crate) egress: Option<Arc<PluginEgress>>,
     label: Arc<str>,
     decisions: AtomicU64,
 }
@@ -47,6 +51,7 @@ impl LoadedPlugin {
         wit_version: String,
         settings: Arc<BTreeMap<String, String>>,
         pre: PreInstance,
+        egress: Option<Arc<PluginEgress>>,
     ) -> Self {
         let label = format!("{} {}", identity.name, identity.version).into();
         Self {
@@ -56,6 +61,7 @@ impl LoadedPlugin {
             loaded_at: SystemTime::now(),
             settings,
             pre,
+            egress,
             label,
             decisions: AtomicU64::new(0),
         }
@@ -73,10 +79,16 @@ impl LoadedPlugin {
     /// A fresh store for one decision: memory cap and deadline armed.
     pub(crate) fn new_store(&self, engine: &PolicyEngine) -> Store<PluginState> {
         let limits = engine.limits();
+        let deadline = std::time::Instant::now() + limits.deadline;
+        let hooks = match &self.egress {
+            Some(egress) => EgressHooks::new(engine.gateway().clone(), egress.clone(), deadline),
+            None => EgressHooks::deny_all(deadline),
+        };
         let state = PluginState::new(
             self.settings.clone(),
             self.label.clone(),
             limits.memory_bytes,
+            hooks,
         );
         let mut store = Store::new(engine.engine(), state);
         store.limiter(|state| &mut state.memory);
@@ -136,7 +148,48 @@ impl LoadedPlugin {
         let mut store = self.new_store(engine);
         let result = match &self.pre {
             PreInstance::PasswordPolicy(pre) => pre.instantiate_async(&mut store).await.map(drop),
+            PreInstance::BreachCheck(pre) => pre.instantiate_async(&mut store).await.map(drop),
         };
         result.map_err(|error| self.classify(engine, &store, error))
+    }
+}
+
+impl LoadedPlugin {
+    /// The error for calling this plugin as a kind it is not.
+    pub(crate) fn wrong_kind(&self, expected: PluginKind) -> PluginError {
+        PluginError::WrongKind {
+            name: self.identity.name.to_string(),
+            expected,
+            actual: self.kind,
+        }
+    }
+
+    /// Asks the plugin who it is, in a fresh instance (every kind exports `info`).
+    pub(crate) async fn info(
+        &self,
+        engine: &PolicyEngine,
+    ) -> Result<crate::bindings::types::PluginInfo, PluginError> {
+        let mut store = self.new_store(engine);
+        let answer = match &self.pre {
+            PreInstance::PasswordPolicy(pre) => match pre.instantiate_async(&mut store).await {
+                Ok(instance) => {
+                    instance
+                        .user_service_policy_password_rules()
+                        .call_info(&mut store)
+                        .await
+                }
+                Err(error) => Err(error),
+            },
+            PreInstance::BreachCheck(pre) => match pre.instantiate_async(&mut store).await {
+                Ok(instance) => {
+                    instance
+                        .user_service_policy_breach_lookup()
+                        .call_info(&mut store)
+                        .await
+                }
+                Err(error) => Err(error),
+            },
+        };
+        answer.map_err(|error| self.classify(engine, &store, error))
     }
 }

@@ -45,7 +45,13 @@ pub(crate) async fn evaluate(
             limit: limits.max_input_bytes,
         });
     }
-    let PreInstance::PasswordPolicy(pre) = &plugin.pre;
+    let PreInstance::PasswordPolicy(pre) = &plugin.pre else {
+        return Err(PluginError::WrongKind {
+            name: plugin.identity.name.to_string(),
+            expected: crate::PluginKind::PasswordPolicy,
+            actual: plugin.kind,
+        });
+    };
     let mut store = plugin.new_store(engine);
     let instance = match pre.instantiate_async(&mut store).await {
         Ok(instance) => instance,
@@ -69,24 +75,6 @@ pub(crate) async fn evaluate(
         Ok(decision) => from_wit(decision, engine, plugin),
         Err(error) => Err(plugin.classify(engine, &store, error)),
     }
-}
-
-/// Asks `plugin` who it is, in a fresh instance.
-pub(crate) async fn info(
-    engine: &PolicyEngine,
-    plugin: &LoadedPlugin,
-) -> Result<types::PluginInfo, PluginError> {
-    let PreInstance::PasswordPolicy(pre) = &plugin.pre;
-    let mut store = plugin.new_store(engine);
-    let instance = match pre.instantiate_async(&mut store).await {
-        Ok(instance) => instance,
-        Err(error) => return Err(plugin.classify(engine, &store, error)),
-    };
-    let answer = instance
-        .user_service_policy_password_rules()
-        .call_info(&mut store)
-        .await;
-    answer.map_err(|error| plugin.classify(engine, &store, error))
 }
 
 /// Converts and bounds a plugin's decision: a plugin may not flood the caller.

@@ -1,9 +1,13 @@
 //! The per-decision store data: what a plugin instance can see of the host.
 
-use crate::bindings::{logging, settings};
+use crate::{
+    bindings::{logging, settings},
+    egress::hooks::EgressHooks,
+};
 use std::{collections::BTreeMap, sync::Arc};
 use wasmtime::{ResourceLimiter, component::ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView, p2::pipe::MemoryOutputPipe};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Most log lines one decision may write; the rest are dropped (a plugin can't flood logs).
 const MAX_LOG_LINES: u32 = 32;
@@ -15,6 +19,8 @@ const STDERR_CAPTURE_BYTES: usize = 4096;
 /// State of one store, created fresh for every decision.
 pub struct PluginState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: EgressHooks,
     table: ResourceTable,
     stderr: MemoryOutputPipe,
     /// The memory cap and whether the plugin ran into it.
@@ -32,6 +38,7 @@ impl PluginState {
         settings: Arc<BTreeMap<String, String>>,
         label: Arc<str>,
         memory_bytes: usize,
+        hooks: EgressHooks,
     ) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
@@ -39,6 +46,8 @@ impl PluginState {
             .build();
         Self {
             wasi,
+            http: WasiHttpCtx::new(),
+            hooks,
             table: ResourceTable::new(),
             stderr,
             memory: MemoryCap {
@@ -64,6 +73,16 @@ impl WasiView for PluginState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for PluginState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
         }
     }
 }

@@ -1,0 +1,103 @@
+//! Calling a breach-check plugin, and turning its typed outcome into a decision.
+
+use crate::{
+    bindings::breach_check::exports::user_service::policy::breach_lookup,
+    decision::{Attribute, AttributeValue, Decision, Finding, Verdict},
+    engine::PolicyEngine,
+    error::PluginError,
+    loaded::{LoadedPlugin, PreInstance},
+};
+use serde::Serialize;
+
+/// What the breach corpus said (mirrors the WIT `breach-outcome`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum BreachOutcome {
+    /// Seen this many times: more than the plugin's `max-breaches`.
+    Breached { count: u64 },
+    /// Not seen often enough to count.
+    Clean,
+    /// The corpus could not be asked or understood; the fail policy decides.
+    Unknown { reason: String },
+}
+
+/// Longest `unknown` reason kept from a plugin.
+const MAX_REASON_BYTES: usize = 512;
+
+/// Runs `plugin` on `password` in a fresh instance.
+pub(crate) async fn check(
+    engine: &PolicyEngine,
+    plugin: &LoadedPlugin,
+    password: &str,
+) -> Result<BreachOutcome, PluginError> {
+    let limits = engine.limits();
+    if password.len() > limits.max_input_bytes {
+        return Err(PluginError::InputTooLarge {
+            size: password.len(),
+            limit: limits.max_input_bytes,
+        });
+    }
+    let PreInstance::BreachCheck(pre) = &plugin.pre else {
+        return Err(plugin.wrong_kind(crate::PluginKind::BreachCheck));
+    };
+    let mut store = plugin.new_store(engine);
+    let call = async {
+        let instance = pre.instantiate_async(&mut store).await?;
+        instance
+            .user_service_policy_breach_lookup()
+            .call_check(&mut store, password)
+            .await
+    };
+    // The epoch deadline stops a plugin that computes too long; this one stops a plugin
+    // waiting on the host (an upstream) too long.
+    let answer = match tokio::time::timeout(limits.deadline, call).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            return Err(PluginError::DeadlineExceeded {
+                name: plugin.identity.name.to_string(),
+                version: plugin.identity.version.to_string(),
+                deadline: limits.deadline,
+            });
+        }
+    };
+    match answer {
+        Ok(breach_lookup::BreachOutcome::Breached(count)) => Ok(BreachOutcome::Breached { count }),
+        Ok(breach_lookup::BreachOutcome::Clean) => Ok(BreachOutcome::Clean),
+        Ok(breach_lookup::BreachOutcome::Unknown(mut reason)) => {
+            if reason.len() > MAX_REASON_BYTES {
+                let mut cut = MAX_REASON_BYTES;
+                while !reason.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                reason.truncate(cut);
+            }
+            Ok(BreachOutcome::Unknown { reason })
+        }
+        Err(error) => Err(plugin.classify(engine, &store, error)),
+    }
+}
+
+/// The decision for a known outcome (`unknown` goes through the fail policy instead).
+pub(crate) fn decide(outcome: &BreachOutcome) -> Option<Decision> {
+    match outcome {
+        BreachOutcome::Breached { count } => Some(Decision {
+            verdict: Verdict::Deny,
+            findings: vec![Finding::new(
+                "breached",
+                format!(
+                    "This password has appeared in data breaches ({count} times), so attackers try it early; choose a different one."
+                ),
+            )],
+            attributes: vec![Attribute {
+                name: "breach-count".to_owned(),
+                value: AttributeValue::Integer(i64::try_from(*count).unwrap_or(i64::MAX)),
+            }],
+        }),
+        BreachOutcome::Clean => Some(Decision {
+            verdict: Verdict::Allow,
+            findings: Vec::new(),
+            attributes: Vec::new(),
+        }),
+        BreachOutcome::Unknown { .. } => None,
+    }
+}

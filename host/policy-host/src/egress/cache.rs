@@ -1,0 +1,114 @@
+//! Response cache for cacheable GETs, with single-flight: concurrent identical requests share
+//! one upstream call (moka's `try_get_with` runs one initialiser per key; the rest wait).
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode, header::CACHE_CONTROL};
+use moka::{Expiry, future::Cache};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+/// A complete, buffered response.
+#[derive(Debug, Clone)]
+pub struct BufferedResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A cached response and how long it may be served.
+#[derive(Debug, Clone)]
+pub struct CacheEntry {
+    pub response: Arc<BufferedResponse>,
+    pub ttl: Duration,
+}
+
+struct PerEntryTtl;
+
+impl Expiry<String, CacheEntry> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &CacheEntry,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// The shared response cache.
+pub type ResponseCache = Cache<String, CacheEntry>;
+
+/// A cache of at most `capacity` responses, each expiring after its own TTL.
+pub fn new_cache(capacity: u64) -> ResponseCache {
+    Cache::builder()
+        .max_capacity(capacity)
+        .expire_after(PerEntryTtl)
+        .build()
+}
+
+/// How long `response` may be cached: `max-age`/`s-maxage` when given, else `default_ttl`;
+/// never for `no-store`, `no-cache`, `private`, or anything but 200.
+pub fn cache_ttl(response: &BufferedResponse, default_ttl: Option<Duration>) -> Option<Duration> {
+    if response.status != StatusCode::OK {
+        return None;
+    }
+    let mut max_age = None;
+    for value in response.headers.get_all(CACHE_CONTROL) {
+        let Ok(value) = value.to_str() else {
+            return None;
+        };
+        for directive in value
+            .split(',')
+            .map(|directive| directive.trim().to_ascii_lowercase())
+        {
+            if matches!(directive.as_str(), "no-store" | "no-cache" | "private") {
+                return None;
+            }
+            if let Some(seconds) = directive
+                .strip_prefix("s-maxage=")
+                .or_else(|| directive.strip_prefix("max-age="))
+            {
+                max_age = seconds
+                    .trim_matches('"')
+                    .parse::<u64>()
+                    .ok()
+                    .map(Duration::from_secs)
+                    .or(max_age);
+            }
+        }
+    }
+    max_age.or(default_ttl).filter(|ttl| !ttl.is_zero())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, cache_control: Option<&str>) -> BufferedResponse {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = cache_control {
+            headers.insert(CACHE_CONTROL, value.parse().unwrap());
+        }
+        BufferedResponse {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers,
+            body: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn honours_cache_control() {
+        let default = Some(Duration::from_secs(60));
+        assert_eq!(cache_ttl(&response(200, None), default), default);
+        assert_eq!(cache_ttl(&response(200, None), None), None);
+        assert_eq!(
+            cache_ttl(&response(200, Some("public, max-age=2678400")), default),
+            Some(Duration::from_secs(2678400))
+        );
+        assert_eq!(cache_ttl(&response(200, Some("no-store")), default), None);
+        assert_eq!(cache_ttl(&response(200, Some("max-age=0")), default), None);
+        assert_eq!(cache_ttl(&response(503, None), default), None);
+    }
+}

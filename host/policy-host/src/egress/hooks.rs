@@ -1,0 +1,115 @@
+//! The bridge from `wasi:http` to the gateway: wasmtime-wasi-http calls
+//! [`WasiHttpHooks::send_request`] for every outgoing request a plugin makes.
+
+use super::{EgressError, EgressGateway, PluginEgress, client::AttemptError};
+use http_body_util::{BodyExt, Full, Limited};
+use std::{future::Future, sync::Arc, time::Instant};
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// The hooks of one decision's store: which plugin is asking, and by when it must be done.
+pub struct EgressHooks {
+    /// `None` for plugin kinds without network access: every request is denied.
+    route: Option<(Arc<EgressGateway>, Arc<PluginEgress>)>,
+    deadline: Instant,
+}
+
+impl EgressHooks {
+    /// Hooks that route through `gateway` with `egress`'s allowlist.
+    pub fn new(gateway: Arc<EgressGateway>, egress: Arc<PluginEgress>, deadline: Instant) -> Self {
+        Self {
+            route: Some((gateway, egress)),
+            deadline,
+        }
+    }
+
+    /// Hooks that deny everything.
+    pub fn deny_all(deadline: Instant) -> Self {
+        Self {
+            route: None,
+            deadline,
+        }
+    }
+}
+
+type ResponseFuture = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                ),
+                HttpError,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for EgressHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _body_result: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> ResponseFuture {
+        let route = self.route.clone();
+        let deadline = self.deadline;
+        Box::new(async move {
+            let Some((gateway, egress)) = route else {
+                return Err(HttpError::HttpRequestDenied);
+            };
+            let limit = gateway.config.max_request_bytes;
+            let (parts, body) = request.into_parts();
+            let body = Limited::new(body, limit)
+                .collect()
+                .await
+                .map_err(|_| HttpError::HttpRequestBodySize(None))?
+                .to_bytes();
+            let response = gateway
+                .send(
+                    &egress,
+                    http::Request::from_parts(parts, body),
+                    options,
+                    deadline,
+                )
+                .await
+                .map_err(to_wasi_error)?;
+            let mut builder = http::Response::builder().status(response.status);
+            if let Some(headers) = builder.headers_mut() {
+                *headers = response.headers;
+            }
+            let body: WasiBody = Full::new(response.body)
+                .map_err(|never: std::convert::Infallible| match never {})
+                .boxed_unsync();
+            let response = builder
+                .body(body)
+                .map_err(|error| HttpError::InternalError(Some(error.to_string())))?;
+            let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
+                Box::new(async { Ok(()) });
+            Ok((response, done))
+        })
+    }
+}
+
+/// The `wasi:http` error code a plugin sees for each gateway failure.
+fn to_wasi_error(error: EgressError) -> HttpError {
+    match error {
+        EgressError::Denied(_) => HttpError::HttpRequestDenied,
+        EgressError::AddressRefused(_) => HttpError::DestinationIpProhibited,
+        EgressError::Resolve(_) => HttpError::DestinationNotFound,
+        EgressError::BreakerOpen { .. } => HttpError::DestinationUnavailable,
+        EgressError::RequestTooLarge { limit } => {
+            HttpError::HttpRequestBodySize(Some(limit as u64))
+        }
+        EgressError::DeadlineExceeded => HttpError::HttpResponseTimeout,
+        EgressError::Attempt(error) => match error {
+            AttemptError::Connect(_) => HttpError::ConnectionRefused,
+            AttemptError::ConnectTimeout => HttpError::ConnectionTimeout,
+            AttemptError::Tls(_) => HttpError::TlsProtocolError,
+            AttemptError::FirstByteTimeout => HttpError::HttpResponseTimeout,
+            AttemptError::BetweenBytesTimeout => HttpError::ConnectionReadTimeout,
+            AttemptError::ResponseTooLarge { limit } => {
+                HttpError::HttpResponseBodySize(Some(limit as u64))
+            }
+            AttemptError::Protocol(_) => HttpError::HttpResponseIncomplete,
+        },
+    }
+}

@@ -1,0 +1,432 @@
+//! The egress gateway: the only way out of a plugin.
+//!
+//! Every `wasi:http` request a plugin makes arrives in [`hooks::EgressHooks::send_request`] and
+//! goes through, in order:
+//!
+//! 1. **allowlist** ([`allowlist`]): scheme + host + port (+ path prefix) of the plugin's
+//!    configured destinations; anything else is refused (`HttpRequestDenied`) and logged with
+//!    the plugin's name;
+//! 2. **secrets** ([`secrets`]): `{{secret:NAME}}` placeholders replaced, only for destinations
+//!    bound to `NAME`;
+//! 3. **cache + single-flight** ([`cache`]) for GETs without secrets;
+//! 4. **circuit breaker** ([`breaker`]) and a **concurrency limit** per destination;
+//! 5. **SSRF guard** ([`address_guard`]): resolve once, refuse non-public addresses unless the
+//!    destination allows them, connect to exactly the checked addresses;
+//! 6. **retries** ([`retry`]) for safe requests and transient failures, full-jitter backoff,
+//!    bounded by a retry budget (tower's `TpsBudget`) and the decision's deadline;
+//! 7. **timeouts** (connect, first byte, between bytes; the guest's own options can only make
+//!    them shorter) and a **response size cap** ([`client`]).
+
+pub mod address_guard;
+pub mod allowlist;
+pub mod breaker;
+pub mod cache;
+pub mod client;
+pub mod config;
+pub mod hooks;
+pub mod retry;
+pub mod secrets;
+
+use self::{
+    allowlist::Destination,
+    breaker::{BreakerState, CircuitBreaker},
+    cache::{BufferedResponse, CacheEntry, ResponseCache},
+    client::{Attempt, AttemptError, AttemptTimeouts},
+    config::{CallPolicy, DestinationConfig, EgressConfig},
+    secrets::SecretStore,
+};
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, header::HOST};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+use tokio::sync::Semaphore;
+use tower::retry::budget::{Budget, TpsBudget};
+use wasmtime_wasi_http::RequestOptions;
+
+/// Why the gateway did not return a response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EgressError {
+    #[error("request denied: {0}")]
+    Denied(String),
+    #[error("{0}")]
+    AddressRefused(String),
+    #[error("cannot resolve: {0}")]
+    Resolve(String),
+    #[error("circuit breaker open for {origin}")]
+    BreakerOpen { origin: String },
+    #[error("request body larger than {limit} bytes")]
+    RequestTooLarge { limit: usize },
+    #[error("the decision's deadline leaves no time for this request")]
+    DeadlineExceeded,
+    #[error("{0}")]
+    Attempt(AttemptError),
+}
+
+/// One allowed destination of one plugin, with its call policy resolved.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub destination: Destination,
+    pub config: DestinationConfig,
+    pub policy: CallPolicy,
+}
+
+/// What one plugin may reach.
+#[derive(Debug, Clone)]
+pub struct PluginEgress {
+    pub plugin: Arc<str>,
+    pub rules: Vec<Rule>,
+}
+
+impl PluginEgress {
+    /// Parses a plugin's destinations, filling in the gateway's defaults.
+    pub fn new(
+        plugin: &str,
+        destinations: &[DestinationConfig],
+        defaults: &CallPolicy,
+    ) -> Result<Self, String> {
+        let rules = destinations
+            .iter()
+            .map(|config| {
+                Ok(Rule {
+                    destination: Destination::parse(&config.url)?,
+                    policy: config.policy.clone().unwrap_or_else(|| defaults.clone()),
+                    config: config.clone(),
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self {
+            plugin: plugin.into(),
+            rules,
+        })
+    }
+
+    fn rule_for(&self, uri: &http::Uri) -> Option<&Rule> {
+        self.rules.iter().find(|rule| rule.destination.matches(uri))
+    }
+}
+
+/// Per-destination state: breaker, retry budget, concurrency limit.
+struct DestinationState {
+    breaker: CircuitBreaker,
+    budget: TpsBudget,
+    slots: Semaphore,
+}
+
+/// The gateway shared by every plugin of a host.
+pub struct EgressGateway {
+    config: EgressConfig,
+    secrets: SecretStore,
+    cache: ResponseCache,
+    tls: Arc<rustls::ClientConfig>,
+    destinations: Mutex<HashMap<String, Arc<DestinationState>>>,
+}
+
+impl EgressGateway {
+    /// Loads the secrets and sets up the cache and TLS roots (webpki's Mozilla roots).
+    pub fn new(config: EgressConfig) -> Result<Self, String> {
+        let secrets = SecretStore::load(&config.secrets)?;
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+        };
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|error| format!("TLS configuration: {error}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let cache = cache::new_cache(config.cache_entries);
+        Ok(Self {
+            config,
+            secrets,
+            cache,
+            tls: Arc::new(tls),
+            destinations: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The host-wide defaults for destinations.
+    pub fn defaults(&self) -> &CallPolicy {
+        &self.config.defaults
+    }
+
+    /// The breaker state of a plugin's destination, if it has been called.
+    pub fn breaker_state(&self, plugin: &str, origin: &str) -> Option<BreakerState> {
+        let destinations = self
+            .destinations
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        destinations
+            .get(&format!("{plugin} {origin}"))
+            .map(|state| state.breaker.state())
+    }
+
+    fn state_for(&self, plugin: &str, rule: &Rule) -> Arc<DestinationState> {
+        let key = format!("{plugin} {}", rule.destination.origin());
+        let mut destinations = self
+            .destinations
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        destinations
+            .entry(key)
+            .or_insert_with(|| {
+                let policy = &rule.policy;
+                Arc::new(DestinationState {
+                    breaker: CircuitBreaker::new(policy.breaker.clone()),
+                    budget: TpsBudget::new(
+                        Duration::from_secs(10),
+                        policy.retry_budget_min_per_sec,
+                        policy.retry_budget_percent,
+                    ),
+                    slots: Semaphore::new(policy.max_concurrency.max(1)),
+                })
+            })
+            .clone()
+    }
+
+    /// Sends `request` for `egress`'s plugin, finishing before `deadline`.
+    pub async fn send(
+        &self,
+        egress: &PluginEgress,
+        request: Request<Bytes>,
+        guest_options: Option<RequestOptions>,
+        deadline: Instant,
+    ) -> Result<BufferedResponse, EgressError> {
+        let plugin = &*egress.plugin;
+        let started = Instant::now();
+        let Some(rule) = egress.rule_for(request.uri()) else {
+            let target = format!("{} {}", request.method(), redact_query(request.uri()));
+            tracing::warn!(plugin, %target, "egress denied: destination not on the plugin's allowlist");
+            metrics::counter!("egress_denied_total", "plugin" => plugin.to_owned(), "reason" => "allowlist").increment(1);
+            return Err(EgressError::Denied(format!(
+                "{target} is not on the allowlist of plugin `{plugin}`"
+            )));
+        };
+        let origin = rule.destination.origin();
+        let labels = [
+            ("plugin", plugin.to_owned()),
+            ("destination", origin.clone()),
+        ];
+        metrics::counter!("egress_requests_total", &labels).increment(1);
+
+        let (request, used_secrets) = self.inject_secrets(request, rule).inspect_err(|error| {
+            tracing::warn!(plugin, destination = %origin, %error, "egress denied");
+            metrics::counter!("egress_denied_total", "plugin" => plugin.to_owned(), "reason" => "secret").increment(1);
+        })?;
+
+        let state = self.state_for(plugin, rule);
+        let cacheable = request.method() == Method::GET && used_secrets.is_empty();
+        let result = if cacheable {
+            let key = request.uri().to_string();
+            if let Some(entry) = self.cache.get(&key).await {
+                metrics::counter!("egress_cache_hits_total", &labels).increment(1);
+                Ok((*entry.response).clone())
+            } else {
+                let fetched = self
+                    .cache
+                    .try_get_with(key, async {
+                        let response = self
+                            .fetch(plugin, rule, &state, request, guest_options, deadline)
+                            .await
+                            .map_err(Uncached::Failed)?;
+                        match cache::cache_ttl(&response, rule.config.cache_ttl) {
+                            Some(ttl) => Ok(CacheEntry {
+                                response: Arc::new(response),
+                                ttl,
+                            }),
+                            None => Err(Uncached::Response(response)),
+                        }
+                    })
+                    .await;
+                match fetched {
+                    Ok(entry) => Ok((*entry.response).clone()),
+                    Err(shared) => match &*shared {
+                        Uncached::Response(response) => Ok(response.clone()),
+                        Uncached::Failed(error) => Err(error.clone()),
+                    },
+                }
+            }
+        } else {
+            self.fetch(plugin, rule, &state, request, guest_options, deadline)
+                .await
+        };
+        metrics::histogram!("egress_latency_seconds", &labels)
+            .record(started.elapsed().as_secs_f64());
+        metrics::gauge!("egress_breaker_state", &labels).set(match state.breaker.state() {
+            BreakerState::Closed => 0.0,
+            BreakerState::Open => 1.0,
+            BreakerState::HalfOpen => 2.0,
+        });
+        result.map(|mut response| {
+            response.body = secrets::scrub(response.body, &used_secrets);
+            response
+        })
+    }
+
+    /// Substitutes secret placeholders in header values and the body; refuses unbound ones.
+    fn inject_secrets(
+        &self,
+        request: Request<Bytes>,
+        rule: &Rule,
+    ) -> Result<(Request<Bytes>, Vec<String>), EgressError> {
+        let (mut parts, body) = request.into_parts();
+        if body.len() > self.config.max_request_bytes {
+            return Err(EgressError::RequestTooLarge {
+                limit: self.config.max_request_bytes,
+            });
+        }
+        let mut used = Vec::new();
+        let allowed = &rule.config.secrets;
+        for value in parts.headers.values_mut() {
+            if let Some(replaced) = self
+                .secrets
+                .substitute(value.as_bytes(), allowed, &mut used)
+                .map_err(EgressError::Denied)?
+            {
+                *value = HeaderValue::from_bytes(&replaced).map_err(|_| {
+                    EgressError::Denied("secret is not a valid header value".to_owned())
+                })?;
+                value.set_sensitive(true);
+            }
+        }
+        let body = match self
+            .secrets
+            .substitute(&body, allowed, &mut used)
+            .map_err(EgressError::Denied)?
+        {
+            Some(replaced) => Bytes::from(replaced),
+            None => body,
+        };
+        // Where a request goes is decided by its URI alone, never by a guest's Host header.
+        parts.headers.remove(HOST);
+        Ok((Request::from_parts(parts, body), used))
+    }
+
+    /// Breaker, concurrency limit, SSRF guard, attempts with retries.
+    async fn fetch(
+        &self,
+        plugin: &str,
+        rule: &Rule,
+        state: &DestinationState,
+        request: Request<Bytes>,
+        guest: Option<RequestOptions>,
+        deadline: Instant,
+    ) -> Result<BufferedResponse, EgressError> {
+        let policy = &rule.policy;
+        let origin = rule.destination.origin();
+        let remaining = || deadline.saturating_duration_since(Instant::now());
+        let _slot = tokio::time::timeout(remaining(), state.slots.acquire())
+            .await
+            .map_err(|_| EgressError::DeadlineExceeded)?
+            .map_err(|_| EgressError::DeadlineExceeded)?;
+        let addresses = address_guard::resolve_checked(
+            &rule.destination.host,
+            rule.destination.port,
+            rule.config.allow_private,
+        )
+        .await
+        .map_err(|error| {
+            tracing::warn!(plugin, destination = %origin, %error, "egress refused");
+            if error.starts_with("cannot resolve") {
+                EgressError::Resolve(error)
+            } else {
+                EgressError::AddressRefused(error)
+            }
+        })?;
+        let idempotent = retry::is_idempotent(request.method())
+            || rule
+                .config
+                .idempotency_header
+                .as_ref()
+                .is_some_and(|header| request.headers().contains_key(header.as_str()));
+        state.budget.deposit();
+        let mut retries = 0;
+        loop {
+            let permit = state.breaker.try_acquire().map_err(|_| {
+                metrics::counter!("egress_breaker_rejections_total", "plugin" => plugin.to_owned(), "destination" => origin.clone()).increment(1);
+                EgressError::BreakerOpen { origin: origin.clone() }
+            })?;
+            let left = remaining();
+            if left.is_zero() {
+                state.breaker.record(permit, true);
+                return Err(EgressError::DeadlineExceeded);
+            }
+            let clamp = |configured: Duration, guest: Option<Duration>| {
+                guest
+                    .map_or(configured, |guest| guest.min(configured))
+                    .min(left)
+            };
+            let timeouts = AttemptTimeouts {
+                connect: clamp(
+                    policy.connect_timeout,
+                    guest.and_then(|options| options.connect_timeout),
+                ),
+                first_byte: clamp(
+                    policy.first_byte_timeout,
+                    guest.and_then(|options| options.first_byte_timeout),
+                ),
+                between_bytes: clamp(
+                    policy.between_bytes_timeout,
+                    guest.and_then(|options| options.between_bytes_timeout),
+                ),
+            };
+            let attempt = Attempt {
+                use_tls: rule.destination.scheme == "https",
+                host: &rule.destination.host,
+                addresses: &addresses,
+                request: request.clone(),
+                timeouts,
+                max_response_bytes: policy.max_response_bytes,
+                tls: &self.tls,
+            };
+            let outcome = tokio::time::timeout(left, client::send_once(attempt))
+                .await
+                .unwrap_or(Err(AttemptError::FirstByteTimeout));
+            let (healthy, retryable) = match &outcome {
+                Ok(response) => {
+                    let status = response.status.as_u16();
+                    (
+                        status < 500 && status != 429,
+                        retry::is_retryable_status(status) && idempotent,
+                    )
+                }
+                Err(error) => (
+                    false,
+                    error.is_transient() && (idempotent || error.nothing_sent()),
+                ),
+            };
+            state.breaker.record(permit, healthy);
+            if let Err(error) = &outcome {
+                tracing::info!(plugin, destination = %origin, %error, retries, "egress attempt failed");
+            }
+            if retryable && retries < policy.max_retries {
+                let delay = retry::full_jitter_delay(policy.retry_base, policy.retry_cap, retries);
+                if delay < remaining() && state.budget.withdraw() {
+                    metrics::counter!("egress_retries_total", "plugin" => plugin.to_owned(), "destination" => origin.clone()).increment(1);
+                    tokio::time::sleep(delay).await;
+                    retries += 1;
+                    continue;
+                }
+            }
+            return outcome.map_err(EgressError::Attempt);
+        }
+    }
+}
+
+/// Why a fetched result did not go into the cache: shared with coalesced waiters.
+#[derive(Debug)]
+enum Uncached {
+    Response(BufferedResponse),
+    Failed(EgressError),
+}
+
+/// The URI without its query (queries can carry tokens); for logs.
+fn redact_query(uri: &http::Uri) -> String {
+    match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(authority)) => format!("{scheme}://{authority}{}", uri.path()),
+        _ => uri.path().to_owned(),
+    }
+}

@@ -1,0 +1,171 @@
+//! Secrets injected by the host: a plugin writes `{{secret:NAME}}` in a header value or the
+//! body; the gateway substitutes the value only for destinations bound to `NAME`, and scrubs the
+//! value from the response so it can never flow back into the plugin.
+
+use super::config::SecretSource;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+
+const OPEN: &str = "{{secret:";
+const CLOSE: &str = "}}";
+
+/// Secret values by name, loaded once.
+#[derive(Default)]
+pub struct SecretStore {
+    values: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for SecretStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretStore")
+            .field("names", &self.values.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl SecretStore {
+    /// Reads every configured secret. A missing variable or file is an error naming the secret
+    /// (never its value).
+    pub fn load(sources: &BTreeMap<String, SecretSource>) -> Result<Self, String> {
+        let mut values = BTreeMap::new();
+        for (name, source) in sources {
+            let value = match source {
+                SecretSource::Env(variable) => std::env::var(variable).map_err(|_| {
+                    format!("secret `{name}`: environment variable {variable} is not set")
+                })?,
+                SecretSource::File(path) => std::fs::read_to_string(path)
+                    .map_err(|error| {
+                        format!("secret `{name}`: cannot read {}: {error}", path.display())
+                    })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+                SecretSource::Value(value) => value.clone(),
+            };
+            if value.is_empty() {
+                return Err(format!("secret `{name}` is empty"));
+            }
+            values.insert(name.clone(), value);
+        }
+        Ok(Self { values })
+    }
+
+    /// Replaces every placeholder in `text`. Fails, naming the secret, when a placeholder names
+    /// a secret that is unknown or not in `allowed` (the destination's bindings). Returns the
+    /// values used, for scrubbing the response.
+    pub fn substitute(
+        &self,
+        text: &[u8],
+        allowed: &[String],
+        used: &mut Vec<String>,
+    ) -> Result<Option<Vec<u8>>, String> {
+        if !contains(text, OPEN.as_bytes()) {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(start) = find(rest, OPEN.as_bytes()) {
+            out.extend_from_slice(&rest[..start]);
+            let after = &rest[start + OPEN.len()..];
+            let end = find(after, CLOSE.as_bytes()).ok_or("unterminated secret placeholder")?;
+            let name = std::str::from_utf8(&after[..end])
+                .map_err(|_| "secret placeholder is not UTF-8")?;
+            if !allowed.iter().any(|bound| bound == name) {
+                return Err(format!("secret `{name}` is not bound to this destination"));
+            }
+            let value = self
+                .values
+                .get(name)
+                .ok_or_else(|| format!("secret `{name}` is not configured"))?;
+            out.extend_from_slice(value.as_bytes());
+            if !used.contains(value) {
+                used.push(value.clone());
+            }
+            rest = &after[end + CLOSE.len()..];
+        }
+        out.extend_from_slice(rest);
+        Ok(Some(out))
+    }
+}
+
+/// Replaces any occurrence of the `used` secret values in a response body with `[redacted]`.
+pub fn scrub(body: Bytes, used: &[String]) -> Bytes {
+    if used.is_empty() || !used.iter().any(|value| contains(&body, value.as_bytes())) {
+        return body;
+    }
+    let mut text = body.to_vec();
+    for value in used {
+        while let Some(at) = find(&text, value.as_bytes()) {
+            text.splice(at..at + value.len(), b"[redacted]".iter().copied());
+        }
+    }
+    Bytes::from(text)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return None;
+    }
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    find(haystack, needle).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> SecretStore {
+        let sources = BTreeMap::from([(
+            "captcha".to_owned(),
+            SecretSource::Value("s3cr3t".to_owned()),
+        )]);
+        SecretStore::load(&sources).unwrap()
+    }
+
+    #[test]
+    fn substitutes_only_bound_secrets() {
+        let mut used = Vec::new();
+        let body = b"secret={{secret:captcha}}&response=abc";
+        let out = store()
+            .substitute(body, &["captcha".to_owned()], &mut used)
+            .unwrap()
+            .unwrap();
+        assert_eq!(out, b"secret=s3cr3t&response=abc");
+        assert_eq!(used, ["s3cr3t"]);
+        let error = store().substitute(body, &[], &mut used).unwrap_err();
+        assert!(error.contains("not bound") && !error.contains("s3cr3t"));
+        assert!(
+            store()
+                .substitute(b"{{secret:other}}", &["other".to_owned()], &mut used)
+                .unwrap_err()
+                .contains("not configured")
+        );
+        assert_eq!(store().substitute(b"plain", &[], &mut used).unwrap(), None);
+    }
+
+    #[test]
+    fn scrubs_echoed_values() {
+        let echoed = scrub(
+            Bytes::from_static(b"you sent s3cr3t and s3cr3t"),
+            &["s3cr3t".to_owned()],
+        );
+        assert_eq!(&echoed[..], b"you sent [redacted] and [redacted]");
+    }
+
+    #[test]
+    fn missing_sources_are_named() {
+        let sources = BTreeMap::from([(
+            "x".to_owned(),
+            SecretSource::Env("SURELY_NOT_SET_1234".to_owned()),
+        )]);
+        assert!(
+            SecretStore::load(&sources)
+                .unwrap_err()
+                .contains("SURELY_NOT_SET_1234")
+        );
+    }
+}

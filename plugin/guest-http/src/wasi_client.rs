@@ -1,0 +1,125 @@
+//! The wasm side: `wasi:http/outgoing-handler` driven to completion.
+
+use super::{Request, Response};
+
+// A distinct type-section suffix: the plugin that links this crate generates the same world.
+wit_bindgen::generate!({
+    world: "breach-check",
+    path: "../../wit",
+    generate_all,
+    type_section_suffix: "guest-http",
+});
+
+use wasi::{
+    http::{
+        outgoing_handler,
+        types::{
+            Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+        },
+    },
+    io::streams::StreamError,
+};
+
+/// Sends `request` and reads the whole response. Errors are `wasi:http` error codes (or a short
+/// description), suitable for an `unknown` reason; they never contain request data.
+pub fn send(request: Request<'_>) -> Result<Response, String> {
+    let fields = Fields::new();
+    for (name, value) in request.headers {
+        fields
+            .append(name, value)
+            .map_err(|error| format!("header {name}: {error:?}"))?;
+    }
+    let outgoing = OutgoingRequest::new(fields);
+    let method = match request.method {
+        "GET" => Method::Get,
+        "POST" => Method::Post,
+        "HEAD" => Method::Head,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
+        other => Method::Other(other.to_owned()),
+    };
+    outgoing
+        .set_method(&method)
+        .map_err(|()| "invalid method".to_owned())?;
+    let scheme = if request.target.https {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    outgoing
+        .set_scheme(Some(&scheme))
+        .map_err(|()| "invalid scheme".to_owned())?;
+    outgoing
+        .set_authority(Some(&request.target.authority))
+        .map_err(|()| "invalid authority".to_owned())?;
+    outgoing
+        .set_path_with_query(Some(&request.target.path_with_query))
+        .map_err(|()| "invalid path".to_owned())?;
+
+    let body = outgoing
+        .body()
+        .map_err(|()| "request body unavailable".to_owned())?;
+    if let Some(bytes) = request.body {
+        let stream = body
+            .write()
+            .map_err(|()| "request body stream unavailable".to_owned())?;
+        for chunk in bytes.chunks(4096) {
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|error| format!("writing request body: {error:?}"))?;
+        }
+    }
+    OutgoingBody::finish(body, None).map_err(|error| format!("{error:?}"))?;
+
+    let options = RequestOptions::new();
+    if let Some(ms) = request.timeout_ms {
+        let nanos = ms.saturating_mul(1_000_000);
+        let _ = options.set_first_byte_timeout(Some(nanos));
+        let _ = options.set_between_bytes_timeout(Some(nanos));
+    }
+    let pending =
+        outgoing_handler::handle(outgoing, Some(options)).map_err(|code| format!("{code:?}"))?;
+    pending.subscribe().block();
+    let response = pending
+        .get()
+        .ok_or("no response after waiting")?
+        .map_err(|()| "response already taken".to_owned())?
+        .map_err(|code| format!("{code:?}"))?;
+
+    let status = response.status();
+    let headers = response.headers().entries();
+    let incoming = response
+        .consume()
+        .map_err(|()| "response body unavailable".to_owned())?;
+    let stream = incoming
+        .stream()
+        .map_err(|()| "response body stream unavailable".to_owned())?;
+    let mut body = Vec::new();
+    loop {
+        match stream.blocking_read(64 << 10) {
+            Ok(chunk) => {
+                if body.len() + chunk.len() > request.max_body_bytes {
+                    return Err(format!(
+                        "response body larger than {} bytes",
+                        request.max_body_bytes
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(error)) => {
+                return Err(format!(
+                    "reading response body: {}",
+                    error.to_debug_string()
+                ));
+            }
+        }
+    }
+    drop(stream);
+    let _ = IncomingBody::finish(incoming);
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}

@@ -1,0 +1,68 @@
+//! A hostile network plugin (breach-check world): its "password" is a command telling it what to
+//! try, and it reports what happened as an `unknown` reason, so a test can see exactly what a
+//! plugin would learn. Commands (space-separated):
+//!
+//! - `get <url>`
+//! - `get-with-header <url> <name> <value>` (e.g. a spoofed `host`, or a secret placeholder)
+//! - `post <url> <body>`
+
+wit_bindgen::generate!({ world: "breach-check", path: "../../../wit", generate_all });
+
+use exports::user_service::policy::breach_lookup::{BreachOutcome, Guest};
+use guest_http::{Request, Target};
+use user_service::policy::types::PluginInfo;
+
+struct HostileEgress;
+
+fn attempt(method: &str, url: &str, headers: &[(&str, &[u8])], body: Option<&[u8]>) -> String {
+    let Some(split) = url
+        .find("://")
+        .and_then(|at| url[at + 3..].find('/').map(|slash| at + 3 + slash))
+    else {
+        return format!("error=bad url {url}");
+    };
+    let target = match Target::join(&url[..split], &url[split..]) {
+        Ok(target) => target,
+        Err(error) => return format!("error={error}"),
+    };
+    let request = Request {
+        method,
+        target: &target,
+        headers,
+        body,
+        timeout_ms: None,
+        max_body_bytes: 1 << 20,
+    };
+    match guest_http::send(request) {
+        Ok(response) => format!(
+            "status={} body={}",
+            response.status,
+            String::from_utf8_lossy(&response.body)
+        ),
+        Err(error) => format!("error={error}"),
+    }
+}
+
+impl Guest for HostileEgress {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: "breach-check".to_owned(),
+            version: "6.6.6-egress".to_owned(),
+        }
+    }
+
+    fn check(command: String) -> BreachOutcome {
+        let words: Vec<&str> = command.split(' ').collect();
+        let report = match words.as_slice() {
+            ["get", url] => attempt("GET", url, &[], None),
+            ["get-with-header", url, name, value] => {
+                attempt("GET", url, &[(name, value.as_bytes())], None)
+            }
+            ["post", url, body] => attempt("POST", url, &[], Some(body.as_bytes())),
+            _ => format!("error=unknown command {command}"),
+        };
+        BreachOutcome::Unknown(report)
+    }
+}
+
+export!(HostileEgress);

@@ -1,0 +1,112 @@
+//! A Pwned Passwords compatible range server on 127.0.0.1, with switchable faults.
+
+use crate::upstream::{RecordedRequest, Reply, TestServer};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+/// How the server behaves right now.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    Healthy,
+    /// Answers after this delay.
+    Slow(Duration),
+    Status(u16),
+    Garbage,
+    /// A 200 with this many bytes of valid-looking lines.
+    Huge(usize),
+    ResetMidBody,
+}
+
+/// The range API: serves `SUFFIX:COUNT` lines for its corpus, with `count-0` padding lines
+/// when asked (`Add-Padding: true`), like the real one.
+pub struct HibpServer {
+    pub server: TestServer,
+    mode: Arc<Mutex<Mode>>,
+}
+
+impl HibpServer {
+    /// A server whose corpus holds `breached` (password, count) pairs.
+    pub async fn start(breached: &[(&str, u64)]) -> Self {
+        let mut corpus: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+        for (password, count) in breached {
+            let (prefix, suffix) = breach_check::hash::prefix_and_suffix(password);
+            corpus.entry(prefix).or_default().push((suffix, *count));
+        }
+        let mode = Arc::new(Mutex::new(Mode::Healthy));
+        let current = mode.clone();
+        let server = TestServer::start(move |request| {
+            respond(request, &corpus, &current.lock().unwrap().clone())
+        })
+        .await;
+        Self { server, mode }
+    }
+
+    /// Switches behaviour.
+    pub fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+}
+
+fn respond(
+    request: &RecordedRequest,
+    corpus: &BTreeMap<String, Vec<(String, u64)>>,
+    mode: &Mode,
+) -> Reply {
+    match mode {
+        Mode::Healthy => range_reply(request, corpus),
+        Mode::Slow(delay) => Reply::After(*delay, Box::new(range_reply(request, corpus))),
+        Mode::Status(status) => Reply::status(*status),
+        Mode::Garbage => Reply::ok("<html><body>Service temporarily unavailable</body></html>"),
+        Mode::Huge(bytes) => {
+            Reply::ok("0018A45C4D1DEF81644B54AB7F969B88D65:1\r\n".repeat(bytes / 40 + 1))
+        }
+        Mode::ResetMidBody => Reply::ResetMidBody {
+            declared: 20_000,
+            sent: 1_000,
+        },
+    }
+}
+
+fn range_reply(request: &RecordedRequest, corpus: &BTreeMap<String, Vec<(String, u64)>>) -> Reply {
+    let Some(prefix) = request.path.strip_prefix("/range/") else {
+        return Reply::status(404);
+    };
+    if prefix.len() != 5 || !prefix.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        return Reply::Respond {
+            status: 400,
+            headers: Vec::new(),
+            body: b"The hash prefix was not in a valid format".to_vec(),
+        };
+    }
+    let mut lines: Vec<String> = corpus
+        .get(&prefix.to_ascii_uppercase())
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|(suffix, count)| format!("{suffix}:{count}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    // A few unrelated real-looking lines, as a real range always has hundreds.
+    lines.push("0018A45C4D1DEF81644B54AB7F969B88D65:1".to_owned());
+    lines.push("00D4F6E8FA6EECAD2A3AA415EEC418D38EC:2".to_owned());
+    if request.header("add-padding") == Some("true") {
+        for index in 0..50u32 {
+            lines.push(format!(
+                "{:035X}:0",
+                u128::from(index) * 0x9E37_79B9_7F4A_7C15
+            ));
+        }
+    }
+    Reply::Respond {
+        status: 200,
+        headers: vec![
+            ("content-type".into(), "text/plain".into()),
+            ("cache-control".into(), "public, max-age=2678400".into()),
+        ],
+        body: lines.join("\r\n").into_bytes(),
+    }
+}
