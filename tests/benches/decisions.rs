@@ -5,7 +5,7 @@
 //! Run with `cargo bench -p harness --bench decisions`. Decisions run one at a time on a
 //! current-thread tokio runtime (what one core can do); `per_sec` is measured throughput.
 
-use harness::{host_with_password_policy, password};
+use harness::{hibp, host_with_breach_check, host_with_password_policy, password, quick_policy};
 use policy_host::{PasswordInput, PolicyHost};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -151,6 +151,88 @@ async fn password_policy_benches(host: &PolicyHost) {
     report("instantiate/password-policy", &instantiate, None);
 }
 
+/// The breach check of a password whose range is already cached by the gateway, against the
+/// same work natively: SHA-1, and the lookup in the same range body.
+async fn breach_check_benches() {
+    let breached = [("password123", 2_254_650u64)];
+    let server = hibp::HibpServer::start(&breached).await;
+    let (_dir, host) = host_with_breach_check(&server.server.url(), quick_policy(), &[])
+        .await
+        .expect("breach-check host");
+    let password = "password123";
+    let first = host.check_breach("breach-check", password).await;
+    assert!(
+        matches!(first.outcome, policy_host::BreachOutcome::Breached { .. }),
+        "{:?}",
+        first.outcome
+    );
+
+    let (prefix, _) = breach_check::hash::prefix_and_suffix(password);
+    let body = hibp::range_body(&hibp::corpus(&breached), &prefix, true);
+    let native = measure(|_| {
+        let (_, suffix) = breach_check::hash::prefix_and_suffix(std::hint::black_box(password));
+        std::hint::black_box(breach_check::lookup_in_response(
+            200,
+            body.as_bytes(),
+            &suffix,
+        ));
+        async {}
+    })
+    .await;
+    report("breach-check/native", &native, None);
+    let hosted = measure(|_| {
+        let host = &host;
+        async move {
+            std::hint::black_box(host.check_breach("breach-check", password).await);
+        }
+    })
+    .await;
+    report("breach-check/host-cached", &hosted, Some(&native));
+    assert_eq!(
+        server.server.request_count(),
+        1,
+        "every measured decision was served from the cache"
+    );
+
+    let plugin = host
+        .catalog()
+        .slot("breach-check")
+        .and_then(|slot| slot.current())
+        .expect("loaded");
+    let engine = host.catalog().engine().clone();
+    let instantiate = measure(|_| {
+        let (plugin, engine) = (&plugin, &engine);
+        async move { plugin.instantiate_only(engine).await.expect("instantiate") }
+    })
+    .await;
+    report("instantiate/breach-check", &instantiate, None);
+
+    // The gateway alone, serving the cached range: the host side of the request.
+    let egress = plugin
+        .egress()
+        .expect("a network plugin has egress")
+        .clone();
+    let url = format!("{}/range/{prefix}", server.server.url());
+    let gateway = measure(|_| {
+        let (engine, egress, url) = (&engine, &egress, &url);
+        async move {
+            let request = http::Request::get(url.as_str())
+                .body(bytes::Bytes::new())
+                .expect("request");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+            std::hint::black_box(
+                engine
+                    .gateway()
+                    .send(egress, request, None, deadline)
+                    .await
+                    .expect("cached"),
+            );
+        }
+    })
+    .await;
+    report("egress/cached-get", &gateway, None);
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -167,5 +249,6 @@ fn main() {
             .expect("decision");
         assert_eq!(record.decision.codes(), ["common-password"]);
         password_policy_benches(&host).await;
+        breach_check_benches().await;
     });
 }

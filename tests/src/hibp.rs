@@ -7,6 +7,16 @@ use std::{
     time::Duration,
 };
 
+/// The corpus by prefix: (suffix, count) lines.
+pub fn corpus(breached: &[(&str, u64)]) -> BTreeMap<String, Vec<(String, u64)>> {
+    let mut corpus: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+    for (password, count) in breached {
+        let (prefix, suffix) = breach_check::hash::prefix_and_suffix(password);
+        corpus.entry(prefix).or_default().push((suffix, *count));
+    }
+    corpus
+}
+
 /// How the server behaves right now.
 #[derive(Debug, Clone)]
 pub enum Mode {
@@ -30,11 +40,7 @@ pub struct HibpServer {
 impl HibpServer {
     /// A server whose corpus holds `breached` (password, count) pairs.
     pub async fn start(breached: &[(&str, u64)]) -> Self {
-        let mut corpus: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
-        for (password, count) in breached {
-            let (prefix, suffix) = breach_check::hash::prefix_and_suffix(password);
-            corpus.entry(prefix).or_default().push((suffix, *count));
-        }
+        let corpus = corpus(breached);
         let mode = Arc::new(Mutex::new(Mode::Healthy));
         let current = mode.clone();
         let server = TestServer::start(move |request| {
@@ -81,6 +87,28 @@ fn range_reply(request: &RecordedRequest, corpus: &BTreeMap<String, Vec<(String,
             body: b"The hash prefix was not in a valid format".to_vec(),
         };
     }
+    Reply::Respond {
+        status: 200,
+        headers: vec![
+            ("content-type".into(), "text/plain".into()),
+            ("cache-control".into(), "public, max-age=2678400".into()),
+        ],
+        body: range_body(
+            corpus,
+            prefix,
+            request.header("add-padding") == Some("true"),
+        )
+        .into_bytes(),
+    }
+}
+
+/// The body the server sends for `prefix`: the corpus's lines, a few unrelated real-looking
+/// ones (a real range always has hundreds) and, when asked, count-0 padding lines.
+pub fn range_body(
+    corpus: &BTreeMap<String, Vec<(String, u64)>>,
+    prefix: &str,
+    padding: bool,
+) -> String {
     let mut lines: Vec<String> = corpus
         .get(&prefix.to_ascii_uppercase())
         .map(|entries| {
@@ -90,10 +118,9 @@ fn range_reply(request: &RecordedRequest, corpus: &BTreeMap<String, Vec<(String,
                 .collect()
         })
         .unwrap_or_default();
-    // A few unrelated real-looking lines, as a real range always has hundreds.
     lines.push("0018A45C4D1DEF81644B54AB7F969B88D65:1".to_owned());
     lines.push("00D4F6E8FA6EECAD2A3AA415EEC418D38EC:2".to_owned());
-    if request.header("add-padding") == Some("true") {
+    if padding {
         for index in 0..50u32 {
             lines.push(format!(
                 "{:035X}:0",
@@ -101,12 +128,5 @@ fn range_reply(request: &RecordedRequest, corpus: &BTreeMap<String, Vec<(String,
             ));
         }
     }
-    Reply::Respond {
-        status: 200,
-        headers: vec![
-            ("content-type".into(), "text/plain".into()),
-            ("cache-control".into(), "public, max-age=2678400".into()),
-        ],
-        body: lines.join("\r\n").into_bytes(),
-    }
+    lines.join("\r\n")
 }

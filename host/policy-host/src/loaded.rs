@@ -155,6 +155,11 @@ impl LoadedPlugin {
 }
 
 impl LoadedPlugin {
+    /// Where this plugin may send requests (`None` for kinds without network access).
+    pub fn egress(&self) -> Option<&Arc<PluginEgress>> {
+        self.egress.as_ref()
+    }
+
     /// The error for calling this plugin as a kind it is not.
     pub(crate) fn wrong_kind(&self, expected: PluginKind) -> PluginError {
         PluginError::WrongKind {

@@ -96,7 +96,7 @@ pub fn send(request: Request<'_>) -> Result<Response, String> {
         .map_err(|()| "response body stream unavailable".to_owned())?;
     let mut body = Vec::new();
     loop {
-        match stream.blocking_read(64 << 10) {
+        match stream.blocking_read(16 << 10) {
             Ok(chunk) => {
                 if body.len() + chunk.len() > request.max_body_bytes {
                     return Err(format!(
