@@ -5,7 +5,7 @@ use component_build::ComponentBuild;
 use std::{env, fs, path::PathBuf};
 
 /// The bundled plugins; each package name is also the plugin's name and world.
-const PLUGINS: &[&str] = &["password-policy", "breach-check"];
+const PLUGINS: &[&str] = &["password-policy", "breach-check", "captcha"];
 
 fn main() {
     let built = ComponentBuild {

@@ -4,6 +4,7 @@
 //! `bundled-plugins` crate) and from `tests/components/` (this crate's build script), loaded by
 //! the real [`policy_host::PolicyHost`] from a real directory.
 
+pub mod captcha_vendors;
 pub mod hibp;
 pub mod upstream;
 

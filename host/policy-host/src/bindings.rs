@@ -32,3 +32,20 @@ pub mod breach_check {
         },
     });
 }
+
+/// The `captcha` world: like `breach_check`, with the `captcha-verifier` export.
+pub mod captcha {
+    wasmtime::component::bindgen!({
+        world: "captcha",
+        path: "../../wit",
+        exports: { default: async },
+        with: {
+            "user-service:policy/types": super::password_policy::user_service::policy::types,
+            "user-service:policy/settings": super::password_policy::user_service::policy::settings,
+            "user-service:policy/logging": super::password_policy::user_service::policy::logging,
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+        },
+    });
+}

@@ -7,7 +7,9 @@
 
 use crate::{
     artifact_cache::sha256_hex,
-    bindings::{breach_check::BreachCheckPre, password_policy::PasswordPolicyPre},
+    bindings::{
+        breach_check::BreachCheckPre, captcha::CaptchaPre, password_policy::PasswordPolicyPre,
+    },
     config::{HostConfig, ResolvedSlot},
     decision::PluginIdentity,
     egress::PluginEgress,
@@ -358,7 +360,9 @@ fn prepare(
         PluginKind::BreachCheck => {
             PreInstance::BreachCheck(BreachCheckPre::new(instance_pre).map_err(unsatisfied)?)
         }
-        PluginKind::Captcha => unreachable!("engine.linker() has no linker for {kind}"),
+        PluginKind::Captcha => {
+            PreInstance::Captcha(CaptchaPre::new(instance_pre).map_err(unsatisfied)?)
+        }
     };
     let egress = match kind {
         PluginKind::PasswordPolicy => None,

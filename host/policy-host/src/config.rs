@@ -57,6 +57,14 @@ pub struct PluginConfig {
     pub settings: BTreeMap<String, String>,
     /// Set to `false` to never load this plugin (`enabled`).
     pub enabled: Option<bool>,
+    /// Per-flow overrides of `fail-policy` (`fail-policy-by-flow`, e.g. `login = "open"`);
+    /// used by the captcha kind, whose decisions are per flow.
+    #[serde(rename = "fail-policy-by-flow")]
+    pub fail_policy_by_flow: BTreeMap<String, FailPolicy>,
+    /// How long an accepted CAPTCHA token is remembered to refuse its replay
+    /// (`replay-window-ms`, default 10 minutes: longer than any provider's validity).
+    #[serde(rename = "replay-window-ms")]
+    pub replay_window_ms: Option<u64>,
     /// Destinations the plugin may call (`[[plugins.slots.<name>.egress]]`); none by default.
     pub egress: Vec<DestinationConfig>,
 }
@@ -81,6 +89,10 @@ impl HostConfig {
             settings: config.settings,
             enabled: config.enabled.unwrap_or(true),
             egress: config.egress,
+            fail_policy_by_flow: config.fail_policy_by_flow,
+            replay_window: std::time::Duration::from_millis(
+                config.replay_window_ms.unwrap_or(600_000),
+            ),
         })
     }
 
@@ -106,4 +118,6 @@ pub struct ResolvedSlot {
     pub settings: BTreeMap<String, String>,
     pub enabled: bool,
     pub egress: Vec<DestinationConfig>,
+    pub fail_policy_by_flow: BTreeMap<String, FailPolicy>,
+    pub replay_window: std::time::Duration,
 }

@@ -119,8 +119,7 @@ impl PolicyEngine {
     pub fn linker(&self, kind: PluginKind) -> Option<&Linker<PluginState>> {
         match kind {
             PluginKind::PasswordPolicy => Some(&self.password_policy_linker),
-            PluginKind::BreachCheck => Some(&self.network_linker),
-            PluginKind::Captcha => None,
+            PluginKind::BreachCheck | PluginKind::Captcha => Some(&self.network_linker),
         }
     }
 

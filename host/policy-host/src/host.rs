@@ -2,9 +2,11 @@
 
 use crate::{
     breach_check::{self, BreachOutcome},
+    captcha::{self, AcceptedTokens, CaptchaInput},
     catalog::Catalog,
     config::HostConfig,
     decision::DecisionRecord,
+    decision::{Decision, Finding, Verdict},
     engine::PolicyEngine,
     error::PluginError,
     kind::PluginKind,
@@ -24,6 +26,7 @@ pub struct BreachRecord {
 /// The policy host a service embeds.
 pub struct PolicyHost {
     catalog: Arc<Catalog>,
+    accepted_tokens: AcceptedTokens,
     _watcher: Option<PluginDirWatcher>,
 }
 
@@ -57,8 +60,18 @@ impl PolicyHost {
         } else {
             None
         };
+        // Accepted CAPTCHA tokens are remembered for the longest replay window configured.
+        let replay_window = config
+            .slot_names()
+            .iter()
+            .filter_map(|name| config.slot(name))
+            .filter(|slot| slot.kind == PluginKind::Captcha)
+            .map(|slot| slot.replay_window)
+            .max()
+            .unwrap_or(std::time::Duration::from_secs(600));
         Ok(Self {
             catalog,
+            accepted_tokens: AcceptedTokens::new(replay_window),
             _watcher: watcher,
         })
     }
@@ -142,6 +155,80 @@ impl PolicyHost {
                 }
             }
         }
+    }
+
+    /// Verifies a CAPTCHA token with the plugin in slot `name`. A token this host accepted
+    /// before is refused (`captcha-expired-or-reused`) without calling the plugin or provider.
+    /// When the provider can't be reached (`captcha-unavailable`) or the plugin fails, the
+    /// slot's fail policy for this flow decides (default: closed).
+    pub async fn verify_captcha(&self, name: &str, input: &CaptchaInput) -> DecisionRecord {
+        let flow = input.action.as_str();
+        let plugin = match self.serving(name, PluginKind::Captcha) {
+            Ok(plugin) => plugin,
+            Err(error) => return self.fail_for_flow(name, flow, error),
+        };
+        let identity = Some(plugin.identity.clone());
+        if !input.token.trim().is_empty() && self.accepted_tokens.is_replay(name, &input.token) {
+            tracing::info!(
+                plugin = name,
+                flow,
+                "captcha token replayed; refused without a provider call"
+            );
+            let decision = Decision {
+                verdict: Verdict::Deny,
+                findings: vec![Finding::new(
+                    "captcha-expired-or-reused",
+                    "The CAPTCHA was already used; complete it again.",
+                )],
+                attributes: Vec::new(),
+            };
+            return DecisionRecord {
+                decision,
+                plugin: identity,
+                fail_policy_applied: None,
+            };
+        }
+        let key = input
+            .idempotency_key
+            .clone()
+            .unwrap_or_else(captcha::new_idempotency_key);
+        match captcha::verify(self.catalog.engine(), &plugin, input, &key).await {
+            Ok(decision) if decision.codes().contains(&"captcha-unavailable") => {
+                plugin.count_decision();
+                let error = PluginError::Upstream {
+                    name: name.to_owned(),
+                    reason: "the CAPTCHA provider is unavailable".to_owned(),
+                };
+                let mut record = self.fail_for_flow(name, flow, error);
+                record.plugin = identity;
+                record
+            }
+            Ok(decision) => {
+                plugin.count_decision();
+                if decision.verdict == Verdict::Allow {
+                    self.accepted_tokens.accept(name, &input.token);
+                }
+                DecisionRecord {
+                    decision,
+                    plugin: identity,
+                    fail_policy_applied: None,
+                }
+            }
+            Err(error) => self.fail_for_flow(name, flow, error),
+        }
+    }
+
+    /// The fail policy of a captcha slot for one flow.
+    fn fail_for_flow(&self, name: &str, flow: &str, error: PluginError) -> DecisionRecord {
+        let policy = self
+            .catalog
+            .slot(name)
+            .and_then(|slot| slot.config.fail_policy_by_flow.get(flow).copied());
+        let mut record = self.fail(name, PluginKind::Captcha, error.clone());
+        if let Some(policy) = policy {
+            record.decision = policy.decide(PluginKind::Captcha, &error);
+        }
+        record
     }
 
     /// The version serving in slot `name`, checked to be of `kind`.

@@ -16,6 +16,7 @@
 pub mod artifact_cache;
 pub mod bindings;
 pub mod breach_check;
+pub mod captcha;
 pub mod catalog;
 pub mod config;
 pub mod decision;
@@ -33,6 +34,7 @@ pub mod watcher;
 mod host;
 
 pub use breach_check::BreachOutcome;
+pub use captcha::CaptchaInput;
 pub use config::{HostConfig, PluginConfig};
 pub use decision::{
     Attribute, AttributeValue, Decision, DecisionRecord, Finding, PluginIdentity, Verdict,

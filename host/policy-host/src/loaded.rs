@@ -1,7 +1,9 @@
 //! A plugin version that passed validation and can serve decisions.
 
 use crate::{
-    bindings::{breach_check::BreachCheckPre, password_policy::PasswordPolicyPre},
+    bindings::{
+        breach_check::BreachCheckPre, captcha::CaptchaPre, password_policy::PasswordPolicyPre,
+    },
     decision::PluginIdentity,
     egress::{PluginEgress, hooks::EgressHooks},
     engine::PolicyEngine,
@@ -23,6 +25,7 @@ use wasmtime::{Store, Trap};
 pub(crate) enum PreInstance {
     PasswordPolicy(PasswordPolicyPre<PluginState>),
     BreachCheck(BreachCheckPre<PluginState>),
+    Captcha(CaptchaPre<PluginState>),
 }
 
 /// One loaded plugin version. Shared (`Arc`) by the catalog and every decision in flight, so a
@@ -149,6 +152,7 @@ impl LoadedPlugin {
         let result = match &self.pre {
             PreInstance::PasswordPolicy(pre) => pre.instantiate_async(&mut store).await.map(drop),
             PreInstance::BreachCheck(pre) => pre.instantiate_async(&mut store).await.map(drop),
+            PreInstance::Captcha(pre) => pre.instantiate_async(&mut store).await.map(drop),
         };
         result.map_err(|error| self.classify(engine, &store, error))
     }
@@ -189,6 +193,15 @@ impl LoadedPlugin {
                 Ok(instance) => {
                     instance
                         .user_service_policy_breach_lookup()
+                        .call_info(&mut store)
+                        .await
+                }
+                Err(error) => Err(error),
+            },
+            PreInstance::Captcha(pre) => match pre.instantiate_async(&mut store).await {
+                Ok(instance) => {
+                    instance
+                        .user_service_policy_captcha_verifier()
                         .call_info(&mut store)
                         .await
                 }

@@ -2,12 +2,13 @@
 
 use super::{Request, Response};
 
-// A distinct type-section suffix: the plugin that links this crate generates the same world.
+// A world of its own (just the import), so linking this crate into any plugin adds nothing
+// but `wasi:http` to that plugin's world.
 wit_bindgen::generate!({
-    world: "breach-check",
+    inline: "package local:guest-http; world client { import wasi:http/outgoing-handler@0.2.12; }",
     path: "../../wit",
+    world: "local:guest-http/client",
     generate_all,
-    type_section_suffix: "guest-http",
 });
 
 use wasi::{

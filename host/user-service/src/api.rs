@@ -1,0 +1,589 @@
+//! The HTTP API: JSON under `/v1`, admin under `/admin`, probes and metrics.
+
+use crate::{
+    app::AppState,
+    flows::{self, check_new_password, require_captcha, weak_password},
+    passwords,
+    problem::Problem,
+    store::{OutboxEvent, User, now, random_id},
+};
+use axum::{
+    Json,
+    extract::{ConnectInfo, FromRequest, Path, Request, State, rejection::JsonRejection},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+
+/// `Json<T>` whose rejections are problem documents (malformed JSON, wrong content type,
+/// oversized body), never axum's plain-text defaults.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(match &rejection {
+                JsonRejection::MissingJsonContentType(_) => Problem::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported-media-type",
+                    "Send JSON",
+                )
+                .detail("Use `Content-Type: application/json`."),
+                JsonRejection::BytesRejection(_)
+                    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+                {
+                    Problem::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body-too-large",
+                        "The request body is too large",
+                    )
+                }
+                JsonRejection::JsonDataError(error) => {
+                    Problem::bad_request("invalid-body", error.body_text())
+                }
+                _ => Problem::bad_request("malformed-json", rejection.body_text()),
+            }),
+        }
+    }
+}
+
+/// Lower-cases and checks an email address: one `@`, a non-empty local part, a dotted domain,
+/// no spaces or control characters, at most 254 bytes.
+pub fn normalize_email(email: &str) -> Result<String, Problem> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && matches!(email.split_once('@'), Some((local, domain)) if !local.is_empty() && local.len() <= 64 && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.') && !domain.contains('@'));
+    if valid {
+        Ok(email)
+    } else {
+        Err(Problem::bad_request(
+            "invalid-email",
+            "The email address is not valid.",
+        ))
+    }
+}
+
+fn client_ip(headers: &HeaderMap, peer: SocketAddr) -> String {
+    // Behind a trusted proxy the first X-Forwarded-For hop is the client.
+    headers
+        .get("x-forwarded-for")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(',').next())
+        .map(|value| value.trim().to_owned())
+        .filter(|value| !value.is_empty())
+        .unwrap_or_else(|| peer.ip().to_string())
+}
+
+fn event(event_type: &str, aggregate_id: &str, data: Value) -> Result<OutboxEvent, Problem> {
+    let id = random_id().map_err(Problem::internal)?;
+    let payload =
+        json!({ "id": id, "type": event_type, "version": 1, "occurredAt": now(), "data": data });
+    Ok(OutboxEvent {
+        id,
+        event_type: event_type.to_owned(),
+        aggregate_id: aggregate_id.to_owned(),
+        payload,
+    })
+}
+
+fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.trim().as_bytes()))
+}
+
+fn context_words(state: &AppState, email: &str, display_name: Option<&str>) -> Vec<String> {
+    let mut words = vec![email.to_owned(), state.config.service_name.clone()];
+    words.extend(display_name.map(str::to_owned));
+    words
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    email: String,
+    password: String,
+    display_name: Option<String>,
+    captcha_token: Option<String>,
+}
+
+/// `POST /v1/users`
+pub async fn register(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<RegisterRequest>,
+) -> Result<Response, Problem> {
+    let email = normalize_email(&body.email)?;
+    let display_name = body
+        .display_name
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty());
+    if display_name.as_ref().is_some_and(|name| name.len() > 200) {
+        return Err(Problem::bad_request(
+            "invalid-display-name",
+            "The display name is longer than 200 bytes.",
+        ));
+    }
+    if state.config.flows.captcha_on_register {
+        require_captcha(
+            &state.host,
+            &state.config.flows,
+            body.captcha_token.as_deref(),
+            "register",
+            Some(client_ip(&headers, peer)),
+        )
+        .await?;
+    }
+    let report = check_new_password(
+        &state.host,
+        &state.config.flows,
+        &body.password,
+        context_words(&state, &email, display_name.as_deref()),
+        false,
+    )
+    .await;
+    if report.verdict != policy_host::Verdict::Allow {
+        return Err(weak_password(report));
+    }
+    let id = random_id().map_err(Problem::internal)?;
+    let password_hash = passwords::hash(body.password)
+        .await
+        .map_err(Problem::internal)?;
+    let user = User {
+        id: id.clone(),
+        email: email.clone(),
+        display_name: display_name.clone(),
+        password_hash,
+        failed_logins: 0,
+        reset_required: false,
+    };
+    let registered = event(
+        "UserRegisteredEventV1",
+        &id,
+        json!({ "userId": id, "email": email, "displayName": display_name }),
+    )?;
+    if !state.store.create_user(&user, &registered).await? {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "email-taken",
+            "An account with this email already exists",
+        ));
+    }
+    metrics::counter!("users_registered_total").increment(1);
+    let body = json!({ "id": id, "email": email, "display_name": display_name, "warnings": report.warnings });
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/v1/users/{id}"))],
+        Json(body),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    email: String,
+    password: String,
+    captcha_token: Option<String>,
+}
+
+/// `POST /v1/sessions`
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> Result<Response, Problem> {
+    let flows = &state.config.flows;
+    let ip = client_ip(&headers, peer);
+    let email = normalize_email(&body.email)?;
+    if body.password.len() > flows::MAX_PASSWORD_BYTES {
+        return Err(invalid_credentials());
+    }
+    let user = state.store.user_by_email(&email).await?;
+    let account_failures = user.as_ref().map_or(0, |user| user.failed_logins);
+    if user.is_some() && account_failures >= i64::from(flows.lock_after_failures) {
+        return Err(Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "account-locked",
+            "Too many failed attempts",
+        )
+        .detail("Reset your password to unlock the account."));
+    }
+    let client_failures = state.client_failures.get(&ip).unwrap_or(0);
+    let threshold = i64::from(flows.captcha_after_failures);
+    if account_failures >= threshold || client_failures >= threshold {
+        require_captcha(
+            &state.host,
+            flows,
+            body.captcha_token.as_deref(),
+            "login",
+            Some(ip.clone()),
+        )
+        .await?;
+    }
+    let matches = passwords::verify(
+        body.password.clone(),
+        user.as_ref().map(|user| user.password_hash.clone()),
+    )
+    .await
+    .map_err(Problem::internal)?;
+    let Some(user) = user.filter(|_| matches) else {
+        state.client_failures.insert(ip, client_failures + 1);
+        if let Some(user) = state.store.user_by_email(&email).await? {
+            state.store.record_failed_login(&user.id).await?;
+        }
+        metrics::counter!("logins_total", "outcome" => "failed").increment(1);
+        return Err(invalid_credentials());
+    };
+    state.client_failures.invalidate(&ip);
+    // The password was just proven: check it against the breach corpus now.
+    let breached = if flows.breach_check.is_empty() {
+        false
+    } else {
+        matches!(
+            state
+                .host
+                .check_breach(&flows.breach_check, &body.password)
+                .await
+                .outcome,
+            policy_host::BreachOutcome::Breached { .. }
+        )
+    };
+    let reset_required = breached || user.reset_required;
+    state
+        .store
+        .record_successful_login(&user.id, reset_required)
+        .await?;
+    metrics::counter!("logins_total", "outcome" => "succeeded").increment(1);
+    Ok(Json(json!({ "user_id": user.id, "reset_required": reset_required, "password_breached": breached })).into_response())
+}
+
+fn invalid_credentials() -> Problem {
+    Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid-credentials",
+        "The email or password is wrong",
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRequest {
+    email: String,
+    current_password: String,
+    new_password: String,
+}
+
+/// `POST /v1/password/change`
+pub async fn change_password(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<ChangeRequest>,
+) -> Result<Response, Problem> {
+    let email = normalize_email(&body.email)?;
+    let user = state.store.user_by_email(&email).await?;
+    let matches = body.current_password.len() <= flows::MAX_PASSWORD_BYTES
+        && passwords::verify(
+            body.current_password,
+            user.as_ref().map(|user| user.password_hash.clone()),
+        )
+        .await
+        .map_err(Problem::internal)?;
+    let Some(user) = user.filter(|_| matches) else {
+        return Err(invalid_credentials());
+    };
+    let report = check_new_password(
+        &state.host,
+        &state.config.flows,
+        &body.new_password,
+        context_words(&state, &user.email, user.display_name.as_deref()),
+        false,
+    )
+    .await;
+    if report.verdict != policy_host::Verdict::Allow {
+        return Err(weak_password(report));
+    }
+    let hash = passwords::hash(body.new_password)
+        .await
+        .map_err(Problem::internal)?;
+    let changed = event(
+        "PasswordChangedEventV1",
+        &user.id,
+        json!({ "userId": user.id, "email": user.email, "reason": "change" }),
+    )?;
+    state
+        .store
+        .set_password(&user.id, &hash, None, &changed)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
+    email: String,
+    captcha_token: Option<String>,
+}
+
+/// `POST /v1/password/reset-requests`: always 202, whether or not the account exists.
+pub async fn request_reset(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<ResetRequest>,
+) -> Result<Response, Problem> {
+    let email = normalize_email(&body.email)?;
+    if state.config.flows.captcha_on_register {
+        require_captcha(
+            &state.host,
+            &state.config.flows,
+            body.captcha_token.as_deref(),
+            "password_reset",
+            Some(client_ip(&headers, peer)),
+        )
+        .await?;
+    }
+    if let Some(user) = state.store.user_by_email(&email).await? {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(Problem::internal)?;
+        let token = hex::encode(secret);
+        let expires_at = now() + state.config.flows.reset_token_ttl_s as i64;
+        // The token reaches the user only through the notification; only its hash is stored.
+        let requested = event(
+            "PasswordResetRequestedEventV1",
+            &user.id,
+            json!({ "userId": user.id, "email": user.email, "userName": user.display_name, "resetToken": token, "expiresAt": expires_at }),
+        )?;
+        state
+            .store
+            .create_reset_token(&token_hash(&token), &user.id, expires_at, &requested)
+            .await?;
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({ "status": "accepted" }))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteResetRequest {
+    token: String,
+    new_password: String,
+}
+
+/// `POST /v1/password/resets`
+pub async fn complete_reset(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CompleteResetRequest>,
+) -> Result<Response, Problem> {
+    let invalid = || {
+        Problem::bad_request(
+            "invalid-reset-token",
+            "The reset link is invalid, expired or already used; request a new one.",
+        )
+    };
+    if body.token.len() > 256 {
+        return Err(invalid());
+    }
+    let hash = token_hash(&body.token);
+    let user_id = state
+        .store
+        .reset_token_user(&hash)
+        .await?
+        .ok_or_else(invalid)?;
+    let user = state
+        .store
+        .user_by_id(&user_id)
+        .await?
+        .ok_or_else(invalid)?;
+    let report = check_new_password(
+        &state.host,
+        &state.config.flows,
+        &body.new_password,
+        context_words(&state, &user.email, user.display_name.as_deref()),
+        false,
+    )
+    .await;
+    if report.verdict != policy_host::Verdict::Allow {
+        return Err(weak_password(report));
+    }
+    let password_hash = passwords::hash(body.new_password)
+        .await
+        .map_err(Problem::internal)?;
+    let changed = event(
+        "PasswordChangedEventV1",
+        &user.id,
+        json!({ "userId": user.id, "email": user.email, "reason": "reset" }),
+    )?;
+    if !state
+        .store
+        .set_password(&user.id, &password_hash, Some(&hash), &changed)
+        .await?
+    {
+        return Err(invalid());
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    password: String,
+    email: Option<String>,
+    display_name: Option<String>,
+    #[serde(default)]
+    has_mfa: bool,
+}
+
+/// `POST /v1/password/check`: a dry run for a UI.
+pub async fn check_password(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CheckRequest>,
+) -> Result<Response, Problem> {
+    let mut context = vec![state.config.service_name.clone()];
+    context.extend(body.email.filter(|email| !email.trim().is_empty()));
+    context.extend(body.display_name);
+    let report = check_new_password(
+        &state.host,
+        &state.config.flows,
+        &body.password,
+        context,
+        body.has_mfa,
+    )
+    .await;
+    Ok(Json(report).into_response())
+}
+
+/// `GET /healthz`
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: the database answers and the password policy is loaded.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let database = state.store.ping().await;
+    let policy = &state.config.flows.password_policy;
+    let plugins = policy.is_empty()
+        || state
+            .host
+            .catalog()
+            .slot(policy)
+            .and_then(|slot| slot.current())
+            .is_some();
+    let status = if database && plugins {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({ "database": database, "plugins": plugins })),
+    )
+        .into_response()
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Checks the admin bearer token; without a configured token the admin API does not exist.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
+    let Some(expected) = &state.config.admin_token else {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not found",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    // Compare hashes so the comparison time doesn't depend on where the strings differ.
+    if given.is_some_and(|given| {
+        Sha256::digest(given.as_bytes()) == Sha256::digest(expected.as_bytes())
+    }) {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "A valid admin bearer token is required",
+        ))
+    }
+}
+
+/// `GET /admin/plugins`
+pub async fn list_plugins(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    authorize(&state, &headers)?;
+    let plugins: Vec<Value> = state
+        .host
+        .catalog()
+        .status()
+        .into_iter()
+        .map(|slot| {
+            json!({
+                "name": slot.name,
+                "kind": slot.kind.world(),
+                "enabled": slot.enabled,
+                "version": slot.current.as_ref().map(|current| current.identity.version.to_string()),
+                "sha256": slot.current.as_ref().map(|current| current.identity.sha256.to_string()),
+                "loaded_at": slot.current.as_ref().and_then(|current| current.loaded_at.duration_since(std::time::UNIX_EPOCH).ok()).map(|elapsed| elapsed.as_secs()),
+                "decisions_served": slot.current.as_ref().map(|current| current.decisions_served),
+                "previous_version": slot.previous.as_ref().map(|previous| previous.version.to_string()),
+                "last_error": slot.last_error,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "plugins": plugins })).into_response())
+}
+
+/// `POST /admin/plugins/{name}/reload`
+pub async fn reload_plugin(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    authorize(&state, &headers)?;
+    match state.host.catalog().reload(&name).await {
+        Ok(policy_host::catalog::ReloadOutcome::Swapped { from, to }) => {
+            Ok(Json(json!({ "outcome": "swapped", "from": from.map(|from| from.version.to_string()), "version": to.version.to_string(), "sha256": to.sha256.to_string() })).into_response())
+        }
+        Ok(policy_host::catalog::ReloadOutcome::Unchanged(identity)) => {
+            Ok(Json(json!({ "outcome": "unchanged", "version": identity.version.to_string(), "sha256": identity.sha256.to_string() })).into_response())
+        }
+        Err(policy_host::LoadError::UnknownSlot { .. }) => Err(Problem::new(StatusCode::NOT_FOUND, "unknown-plugin", "No such plugin")),
+        Err(error) => Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "plugin-rejected", "The candidate was rejected; the serving version is unchanged").detail(error.to_string())),
+    }
+}
+
+/// `POST /admin/plugins/{name}/rollback`
+pub async fn rollback_plugin(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    authorize(&state, &headers)?;
+    match state.host.catalog().rollback(&name).await {
+        Ok(identity) => Ok(Json(json!({ "outcome": "rolled-back", "version": identity.version.to_string(), "sha256": identity.sha256.to_string() })).into_response()),
+        Err(policy_host::catalog::RollbackError::UnknownSlot(_)) => Err(Problem::new(StatusCode::NOT_FOUND, "unknown-plugin", "No such plugin")),
+        Err(error) => Err(Problem::new(StatusCode::CONFLICT, "no-previous-version", "Nothing to roll back to").detail(error.to_string())),
+    }
+}
+
+/// Any other path.
+pub async fn not_found() -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found")
+}

@@ -1,0 +1,127 @@
+//! Wiring: state, router, middleware, and start-up (database, bundled plugins, policy host).
+
+use crate::{api, config::ServiceConfig, openapi, store::Store};
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    middleware::{self, Next},
+    response::Response,
+    routing::{get, post},
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use policy_host::PolicyHost;
+use std::{
+    sync::{Arc, OnceLock},
+    time::{Duration, Instant},
+};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ServiceConfig>,
+    pub host: Arc<PolicyHost>,
+    pub store: Store,
+    /// Failed logins per client address, forgotten after an hour without failures.
+    pub client_failures: moka::sync::Cache<String, i64>,
+    pub metrics: PrometheusHandle,
+}
+
+/// The process-wide Prometheus recorder (installed once, shared by every app in the process).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (embedding); then ours just stays empty.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Opens the database, installs missing bundled plugins, starts the policy host.
+pub async fn start(config: ServiceConfig) -> anyhow::Result<AppState> {
+    let store = Store::connect(&config.database_url).await?;
+    if config.install_bundled_plugins {
+        for plugin in bundled_plugins::ALL {
+            if plugin.install_if_missing(&config.plugins.dir)? {
+                tracing::info!(plugin = plugin.name, dir = %config.plugins.dir.display(), "installed bundled plugin");
+            }
+        }
+    }
+    let host = PolicyHost::start(&config.plugins).await?;
+    for slot in host.catalog().status() {
+        match (&slot.current, &slot.last_error) {
+            (Some(current), _) => {
+                tracing::info!(plugin = %slot.name, version = %current.identity.version, sha256 = %current.identity.sha256, "plugin serving")
+            }
+            (None, Some(error)) => {
+                tracing::error!(plugin = %slot.name, %error, "plugin not loaded")
+            }
+            (None, None) => tracing::debug!(plugin = %slot.name, "no plugin file"),
+        }
+    }
+    Ok(AppState {
+        config: Arc::new(config),
+        host: Arc::new(host),
+        store,
+        client_failures: moka::sync::Cache::builder()
+            .max_capacity(1_000_000)
+            .time_to_idle(Duration::from_secs(3600))
+            .build(),
+        metrics: metrics_handle(),
+    })
+}
+
+/// The router with every route, the body limit and request metrics.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/v1/users", post(api::register))
+        .route("/v1/sessions", post(api::login))
+        .route("/v1/password/change", post(api::change_password))
+        .route("/v1/password/reset-requests", post(api::request_reset))
+        .route("/v1/password/resets", post(api::complete_reset))
+        .route("/v1/password/check", post(api::check_password))
+        .route("/admin/plugins", get(api::list_plugins))
+        .route("/admin/plugins/{name}/reload", post(api::reload_plugin))
+        .route("/admin/plugins/{name}/rollback", post(api::rollback_plugin))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/metrics", get(api::metrics))
+        .route("/openapi.json", get(openapi::document))
+        .fallback(api::not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(record_request))
+        .with_state(state)
+}
+
+/// Counts requests and their latency by route and status.
+async fn record_request(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method, "status" => status).increment(1);
+    metrics::histogram!("http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Serves on `listener` until `shutdown` resolves.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}

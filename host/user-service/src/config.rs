@@ -1,0 +1,156 @@
+//! The service's configuration: one TOML file (every key optional; `user-service.example.toml`
+//! shows them all with their defaults) plus environment overrides for secrets and URLs.
+
+use policy_host::HostConfig;
+use serde::Deserialize;
+use std::{net::SocketAddr, path::PathBuf};
+
+/// Everything the service reads at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Address to listen on (`listen`; env `USER_SERVICE_LISTEN`).
+    pub listen: SocketAddr,
+    /// `sqlite://...` (default, created on first start) or `postgres://...`
+    /// (`database-url`; env `DATABASE_URL`).
+    #[serde(rename = "database-url")]
+    pub database_url: String,
+    /// This service's name: a context word for the password policy (`service-name`).
+    #[serde(rename = "service-name")]
+    pub service_name: String,
+    /// Bearer token for `/admin/*` (`admin-token`; env `USER_SERVICE_ADMIN_TOKEN`). Without
+    /// one, the admin endpoints answer 404.
+    #[serde(rename = "admin-token")]
+    pub admin_token: Option<String>,
+    /// `text` (default) or `json` logs (`log-format`).
+    #[serde(rename = "log-format")]
+    pub log_format: LogFormat,
+    /// Largest request body accepted, in bytes (`max-body-bytes`).
+    #[serde(rename = "max-body-bytes")]
+    pub max_body_bytes: usize,
+    /// Install the bundled plugins into the plugin directory when they are missing
+    /// (`install-bundled-plugins`).
+    #[serde(rename = "install-bundled-plugins")]
+    pub install_bundled_plugins: bool,
+    /// The decisions each flow asks for (`[flows]`).
+    pub flows: FlowConfig,
+    /// The policy host: plugin directory, limits, slots, egress (`[plugins]`).
+    pub plugins: HostConfig,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Which plugin slots the flows use and when.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlowConfig {
+    /// Password-policy slot (`password-policy`).
+    #[serde(rename = "password-policy")]
+    pub password_policy: String,
+    /// Breach-check slot (`breach-check`); empty disables the check.
+    #[serde(rename = "breach-check")]
+    pub breach_check: String,
+    /// Captcha slot (`captcha`); empty disables CAPTCHA everywhere.
+    pub captcha: String,
+    /// Ask for a CAPTCHA on registration and reset requests (`captcha-on-register`).
+    #[serde(rename = "captcha-on-register")]
+    pub captcha_on_register: bool,
+    /// Failed logins (per account or client) after which a CAPTCHA is required
+    /// (`captcha-after-failures`).
+    #[serde(rename = "captcha-after-failures")]
+    pub captcha_after_failures: u32,
+    /// Consecutive failed logins after which an account is locked until a password reset
+    /// (`lock-after-failures`; NIST SP 800-63B: at most 100).
+    #[serde(rename = "lock-after-failures")]
+    pub lock_after_failures: u32,
+    /// Lifetime of a password-reset token, in seconds (`reset-token-ttl-s`).
+    #[serde(rename = "reset-token-ttl-s")]
+    pub reset_token_ttl_s: u64,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        Self {
+            password_policy: "password-policy".to_owned(),
+            breach_check: "breach-check".to_owned(),
+            captcha: String::new(),
+            captcha_on_register: false,
+            captcha_after_failures: 3,
+            lock_after_failures: 100,
+            reset_token_ttl_s: 3600,
+        }
+    }
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        let mut plugins = HostConfig {
+            dir: PathBuf::from("data/plugins"),
+            cache_dir: Some(PathBuf::from("data/cache")),
+            ..HostConfig::default()
+        };
+        // The bundled breach check asks the public Pwned Passwords API, caching ranges for hours.
+        plugins
+            .slots
+            .insert("breach-check".to_owned(), default_breach_slot());
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "sqlite://data/user-service.db".to_owned(),
+            service_name: "User Service".to_owned(),
+            admin_token: None,
+            log_format: LogFormat::Text,
+            max_body_bytes: 64 << 10,
+            install_bundled_plugins: true,
+            flows: FlowConfig::default(),
+            plugins,
+        }
+    }
+}
+
+fn default_breach_slot() -> policy_host::PluginConfig {
+    toml::from_str(
+        r#"
+        [[egress]]
+        url = "https://api.pwnedpasswords.com/range/"
+        cache-ttl-ms = 21600000
+        "#,
+    )
+    .expect("the built-in breach-check slot parses")
+}
+
+impl ServiceConfig {
+    /// Reads `path` (when given) over the defaults, then applies the environment overrides.
+    pub fn load(path: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
+                toml::from_str::<Self>(&text).map_err(|error| {
+                    anyhow::anyhow!("invalid configuration {}: {error}", path.display())
+                })?
+            }
+            None => Self::default(),
+        };
+        if let Ok(listen) = std::env::var("USER_SERVICE_LISTEN") {
+            config.listen = listen
+                .parse()
+                .map_err(|error| anyhow::anyhow!("USER_SERVICE_LISTEN={listen:?}: {error}"))?;
+        }
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            config.database_url = url;
+        }
+        if let Ok(token) = std::env::var("USER_SERVICE_ADMIN_TOKEN") {
+            config.admin_token = Some(token);
+        }
+        if let Ok(dir) = std::env::var("USER_SERVICE_PLUGIN_DIR") {
+            config.plugins.dir = PathBuf::from(dir);
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,155 @@
+//! The policy checks the flows share: password policy + breach check for a new password, and
+//! the CAPTCHA decision. A slot that is disabled (empty name) or has no plugin loaded is
+//! skipped and reported, so every flow works without any given plugin.
+
+use crate::{config::FlowConfig, problem::Problem};
+use axum::http::StatusCode;
+use policy_host::{
+    AttributeValue, BreachOutcome, CaptchaInput, DecisionRecord, Finding, PasswordInput,
+    PolicyHost, Verdict,
+};
+use serde::Serialize;
+
+/// Passwords longer than this (in bytes) are refused before any plugin runs.
+pub const MAX_PASSWORD_BYTES: usize = 4096;
+
+/// What the checks of a new password found.
+#[derive(Debug, Serialize)]
+pub struct PasswordReport {
+    pub verdict: Verdict,
+    pub findings: Vec<Finding>,
+    /// Length in code points after NFKC, from the policy plugin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub length: Option<i64>,
+    /// The breach corpus's answer, when it was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breach: Option<BreachOutcome>,
+    /// Checks that did not run or were decided by a fail policy, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Runs the password policy (with `context` words) and the breach check on `password`.
+pub async fn check_new_password(
+    host: &PolicyHost,
+    flows: &FlowConfig,
+    password: &str,
+    context: Vec<String>,
+    has_mfa: bool,
+) -> PasswordReport {
+    let mut report = PasswordReport {
+        verdict: Verdict::Allow,
+        findings: Vec::new(),
+        length: None,
+        breach: None,
+        warnings: Vec::new(),
+    };
+    if password.len() > MAX_PASSWORD_BYTES {
+        report.verdict = Verdict::Deny;
+        report
+            .findings
+            .push(Finding::new("too-long", "Use at most 64 characters."));
+        return report;
+    }
+    if !flows.password_policy.is_empty() {
+        let input = PasswordInput {
+            password: password.to_owned(),
+            has_mfa,
+            context_words: context,
+        };
+        let record = host.evaluate_password(&flows.password_policy, &input).await;
+        if let Some(AttributeValue::Integer(length)) = record.decision.attribute("length") {
+            report.length = Some(*length);
+        }
+        merge(&mut report, record, "password policy");
+    }
+    if !flows.breach_check.is_empty() {
+        let record = host.check_breach(&flows.breach_check, password).await;
+        report.breach = Some(record.outcome.clone());
+        merge(&mut report, record.record, "breach check");
+    }
+    report
+}
+
+/// Folds a decision into the report; an unloaded plugin is a warning, not a refusal.
+fn merge(report: &mut PasswordReport, record: DecisionRecord, what: &str) {
+    if let Some(reason) = &record.fail_policy_applied {
+        if reason.starts_with("no plugin is loaded") {
+            report.warnings.push(format!("{what} skipped: {reason}"));
+            return;
+        }
+        report.warnings.push(format!(
+            "{what} unavailable ({reason}); decided by the fail policy"
+        ));
+    }
+    if record.decision.verdict != Verdict::Allow {
+        report.verdict = Verdict::Deny;
+    }
+    report.findings.extend(record.decision.findings);
+}
+
+/// The problem for a refused new password.
+pub fn weak_password(report: PasswordReport) -> Problem {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "weak-password",
+        "The password does not meet the policy",
+    )
+    .detail("Every finding below has a code and a sentence of guidance.")
+    .findings(report.findings)
+}
+
+/// Verifies a CAPTCHA for `action`; `Ok(())` when allowed or when CAPTCHA is disabled.
+pub async fn require_captcha(
+    host: &PolicyHost,
+    flows: &FlowConfig,
+    token: Option<&str>,
+    action: &str,
+    remote_ip: Option<String>,
+) -> Result<(), Problem> {
+    if flows.captcha.is_empty() {
+        return Ok(());
+    }
+    let Some(token) = token.filter(|token| !token.trim().is_empty()) else {
+        return Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "captcha-required",
+            "A CAPTCHA is required",
+        )
+        .detail("Complete the CAPTCHA and send its token as `captcha_token`.")
+        .findings(vec![Finding::new(
+            "captcha-missing",
+            "Complete the CAPTCHA and try again.",
+        )]));
+    };
+    let input = CaptchaInput {
+        token: token.to_owned(),
+        action: action.to_owned(),
+        remote_ip,
+        idempotency_key: None,
+    };
+    let record = host.verify_captcha(&flows.captcha, &input).await;
+    if record
+        .fail_policy_applied
+        .as_deref()
+        .is_some_and(|reason| reason.starts_with("no plugin is loaded"))
+    {
+        tracing::warn!(slot = %flows.captcha, "captcha configured but no plugin loaded; skipping");
+        return Ok(());
+    }
+    match record.decision.verdict {
+        Verdict::Allow => Ok(()),
+        Verdict::Challenge => Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "captcha-challenge",
+            "An additional check is required",
+        )
+        .findings(record.decision.findings)),
+        Verdict::Deny => Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "captcha-failed",
+            "The CAPTCHA was not accepted",
+        )
+        .findings(record.decision.findings)),
+    }
+}

@@ -1,0 +1,14 @@
+//! The User Service: registration, login, password change and reset, with the password policy,
+//! breach check and CAPTCHA decided by WebAssembly plugins in an embedded [`policy_host`].
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod flows;
+pub mod openapi;
+pub mod passwords;
+pub mod problem;
+pub mod store;
+
+pub use app::{AppState, router, serve, start};
+pub use config::ServiceConfig;

@@ -1,0 +1,35 @@
+//! `user-service [CONFIG.toml]`: runs the service. Without a file (and without
+//! `USER_SERVICE_CONFIG`), it runs on its embedded defaults: SQLite in `data/`, the bundled
+//! plugins in `data/plugins` (hot reload on), listening on 127.0.0.1:8080.
+
+use std::path::PathBuf;
+use tracing_subscriber::EnvFilter;
+use user_service::{ServiceConfig, config::LogFormat};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let path = std::env::args()
+        .nth(1)
+        .or_else(|| std::env::var("USER_SERVICE_CONFIG").ok())
+        .map(PathBuf::from);
+    let config = ServiceConfig::load(path.as_deref())?;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    match config.log_format {
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+    }
+    let listen = config.listen;
+    let state = user_service::start(config).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot listen on {listen}: {error}"))?;
+    tracing::info!(address = %listener.local_addr()?, "user service listening");
+    user_service::serve(state, listener, async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    })
+    .await
+}

@@ -1,0 +1,295 @@
+//! Storage: SQLite by default, PostgreSQL when the URL says so, through sqlx's `Any` driver and
+//! one portable schema (TEXT and BIGINT only; times are Unix seconds).
+//!
+//! Every state change that produces an event writes the event into `outbox` in the same
+//! transaction, so a crash can't lose one (the relay that delivers them is its own piece).
+
+use serde_json::Value;
+use sqlx::{AnyPool, Row, any::AnyPoolOptions};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The schema, applied at start (idempotent).
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS users (
+        id TEXT PRIMARY KEY,
+        email TEXT NOT NULL UNIQUE,
+        display_name TEXT,
+        password_hash TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        failed_logins BIGINT NOT NULL DEFAULT 0,
+        reset_required BIGINT NOT NULL DEFAULT 0
+    )",
+    "CREATE TABLE IF NOT EXISTS reset_tokens (
+        token_hash TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        used_at BIGINT
+    )",
+    "CREATE TABLE IF NOT EXISTS outbox (
+        id TEXT PRIMARY KEY,
+        event_type TEXT NOT NULL,
+        aggregate_id TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        delivered_at BIGINT
+    )",
+];
+
+/// A stored user.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub display_name: Option<String>,
+    pub password_hash: String,
+    pub failed_logins: i64,
+    pub reset_required: bool,
+}
+
+/// An event waiting in the outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxEvent {
+    pub id: String,
+    pub event_type: String,
+    pub aggregate_id: String,
+    pub payload: Value,
+}
+
+/// The database.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+/// 128 random bits as hex: ids and event ids.
+pub fn random_id() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
+impl Store {
+    /// Connects (creating the SQLite file and its directory when needed) and applies the schema.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let url = if let Some(path) = url.strip_prefix("sqlite://") {
+            let file = path.split('?').next().unwrap_or(path);
+            if let Some(parent) = std::path::Path::new(file)
+                .parent()
+                .filter(|parent| !parent.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(parent)?;
+            }
+            if path.contains('?') {
+                url.to_owned()
+            } else {
+                format!("{url}?mode=rwc")
+            }
+        } else {
+            url.to_owned()
+        };
+        let is_sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            // SQLite serialises writers anyway; one connection avoids "database is locked".
+            .max_connections(if is_sqlite { 1 } else { 16 })
+            .connect(&url)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot open database: {error}"))?;
+        if is_sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+            sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&pool)
+                .await?;
+        }
+        for statement in SCHEMA {
+            sqlx::query(statement).execute(&pool).await?;
+        }
+        Ok(Self { pool })
+    }
+
+    /// True when the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    pub async fn user_by_email(&self, email: &str) -> sqlx::Result<Option<User>> {
+        let row = sqlx::query("SELECT id, email, display_name, password_hash, failed_logins, reset_required FROM users WHERE email = $1")
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| user_from_row(&row)).transpose()
+    }
+
+    pub async fn user_by_id(&self, id: &str) -> sqlx::Result<Option<User>> {
+        let row = sqlx::query("SELECT id, email, display_name, password_hash, failed_logins, reset_required FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| user_from_row(&row)).transpose()
+    }
+
+    /// Creates a user and its `UserRegisteredEventV1` atomically. `Ok(false)` when the email is taken.
+    pub async fn create_user(&self, user: &User, event: &OutboxEvent) -> sqlx::Result<bool> {
+        let mut transaction = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, email, display_name, password_hash, created_at, failed_logins, reset_required)
+             VALUES ($1, $2, $3, $4, $5, 0, 0) ON CONFLICT (email) DO NOTHING",
+        )
+        .bind(&user.id)
+        .bind(&user.email)
+        .bind(&user.display_name)
+        .bind(&user.password_hash)
+        .bind(now())
+        .execute(&mut *transaction)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            transaction.rollback().await?;
+            return Ok(false);
+        }
+        insert_event(&mut transaction, event).await?;
+        transaction.commit().await?;
+        Ok(true)
+    }
+
+    /// Counts a failed login; returns the new count.
+    pub async fn record_failed_login(&self, user_id: &str) -> sqlx::Result<i64> {
+        sqlx::query("UPDATE users SET failed_logins = failed_logins + 1 WHERE id = $1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query("SELECT failed_logins FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_one(&self.pool)
+            .await?;
+        row.try_get::<i64, _>(0)
+    }
+
+    /// Clears failures after a successful login and records whether a reset is now required.
+    pub async fn record_successful_login(
+        &self,
+        user_id: &str,
+        reset_required: bool,
+    ) -> sqlx::Result<()> {
+        sqlx::query("UPDATE users SET failed_logins = 0, reset_required = $1 WHERE id = $2")
+            .bind(i64::from(reset_required))
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Sets a new password hash (clearing failures and the reset flag) with its event, and
+    /// consumes `reset_token_hash` when given — all in one transaction.
+    pub async fn set_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        reset_token_hash: Option<&str>,
+        event: &OutboxEvent,
+    ) -> sqlx::Result<bool> {
+        let mut transaction = self.pool.begin().await?;
+        if let Some(token_hash) = reset_token_hash {
+            let consumed = sqlx::query("UPDATE reset_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1")
+                .bind(now())
+                .bind(token_hash)
+                .execute(&mut *transaction)
+                .await?;
+            if consumed.rows_affected() != 1 {
+                transaction.rollback().await?;
+                return Ok(false);
+            }
+        }
+        sqlx::query("UPDATE users SET password_hash = $1, failed_logins = 0, reset_required = 0 WHERE id = $2")
+            .bind(password_hash)
+            .bind(user_id)
+            .execute(&mut *transaction)
+            .await?;
+        insert_event(&mut transaction, event).await?;
+        transaction.commit().await?;
+        Ok(true)
+    }
+
+    /// Stores a reset token (hashed) and its `PasswordResetRequestedEventV1` atomically.
+    pub async fn create_reset_token(
+        &self,
+        token_hash: &str,
+        user_id: &str,
+        expires_at: i64,
+        event: &OutboxEvent,
+    ) -> sqlx::Result<()> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO reset_tokens (token_hash, user_id, expires_at) VALUES ($1, $2, $3)",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(expires_at)
+        .execute(&mut *transaction)
+        .await?;
+        insert_event(&mut transaction, event).await?;
+        transaction.commit().await
+    }
+
+    /// The user a still-valid, unused reset token belongs to.
+    pub async fn reset_token_user(&self, token_hash: &str) -> sqlx::Result<Option<String>> {
+        let row = sqlx::query("SELECT user_id FROM reset_tokens WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2")
+            .bind(token_hash)
+            .bind(now())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| row.try_get::<String, _>(0)).transpose()
+    }
+
+    /// Events not yet delivered, oldest first.
+    pub async fn pending_events(&self) -> sqlx::Result<Vec<OutboxEvent>> {
+        let rows = sqlx::query("SELECT id, event_type, aggregate_id, payload FROM outbox WHERE delivered_at IS NULL ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let payload: String = row.try_get(3)?;
+                Ok(OutboxEvent {
+                    id: row.try_get(0)?,
+                    event_type: row.try_get(1)?,
+                    aggregate_id: row.try_get(2)?,
+                    payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+                })
+            })
+            .collect()
+    }
+}
+
+async fn insert_event(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
+    event: &OutboxEvent,
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO outbox (id, event_type, aggregate_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(&event.id)
+        .bind(&event.event_type)
+        .bind(&event.aggregate_id)
+        .bind(event.payload.to_string())
+        .bind(now())
+        .execute(&mut **transaction)
+        .await?;
+    Ok(())
+}
+
+fn user_from_row(row: &sqlx::any::AnyRow) -> sqlx::Result<User> {
+    Ok(User {
+        id: row.try_get(0)?,
+        email: row.try_get(1)?,
+        display_name: row.try_get(2)?,
+        password_hash: row.try_get(3)?,
+        failed_logins: row.try_get(4)?,
+        reset_required: row.try_get::<i64, _>(5)? != 0,
+    })
+}
