@@ -37,10 +37,7 @@ impl FailPolicy {
             verdict,
             findings: vec![Finding::new(
                 format!("{}-unavailable", kind.world()),
-                format!(
-                    "The {} check is temporarily unavailable; {consequence}.",
-                    kind.world().replace('-', " ")
-                ),
+                format!("The {} is temporarily unavailable; {consequence}.", kind.description()),
             )],
             attributes: vec![crate::decision::Attribute {
                 name: "failure".to_owned(),

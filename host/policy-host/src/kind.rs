@@ -34,6 +34,15 @@ impl PluginKind {
         }
     }
 
+    /// A short human name, for messages: "password policy check", "breach check", "CAPTCHA check".
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::PasswordPolicy => "password policy check",
+            Self::BreachCheck => "breach check",
+            Self::Captcha => "CAPTCHA check",
+        }
+    }
+
     /// The interface the world exports.
     pub fn exported_interface(self) -> &'static str {
         match self {
