@@ -37,7 +37,10 @@ impl FailPolicy {
             verdict,
             findings: vec![Finding::new(
                 format!("{}-unavailable", kind.world()),
-                format!("The {} is temporarily unavailable; {consequence}.", kind.description()),
+                format!(
+                    "The {} is temporarily unavailable; {consequence}.",
+                    kind.description()
+                ),
             )],
             attributes: vec![crate::decision::Attribute {
                 name: "failure".to_owned(),

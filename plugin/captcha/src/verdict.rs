@@ -136,7 +136,8 @@ pub fn judge(
         );
     }
     if settings.check_action
-        && let Some(reported) = &answer.action
+        // Turnstile reports "" when the widget set no action: that is "not reported".
+        && let Some(reported) = answer.action.as_deref().filter(|reported| !reported.is_empty())
         && reported != action
     {
         deny(
