@@ -54,8 +54,18 @@ struct Summary {
     iterations: usize,
 }
 
-/// Runs `step` `WARMUP + ITERATIONS` times, timing each measured call.
-async fn measure<F, Fut>(mut step: F) -> Summary
+/// Runs `step` `WARMUP + ITERATIONS` times, timing each measured call. `step` gets a call
+/// number unique across warm-up and measurement.
+async fn measure<F, Fut>(step: F) -> Summary
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    measure_n(ITERATIONS, step).await
+}
+
+/// [`measure`] with a chosen number of measured iterations.
+async fn measure_n<F, Fut>(iterations: usize, mut step: F) -> Summary
 where
     F: FnMut(usize) -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -63,9 +73,9 @@ where
     for i in 0..WARMUP {
         step(i).await;
     }
-    let mut samples = Vec::with_capacity(ITERATIONS);
+    let mut samples = Vec::with_capacity(iterations);
     let started = Instant::now();
-    for i in 0..ITERATIONS {
+    for i in WARMUP..WARMUP + iterations {
         let before = Instant::now();
         step(i).await;
         samples.push(before.elapsed());
@@ -233,6 +243,82 @@ async fn breach_check_benches() {
     report("egress/cached-get", &gateway, None);
 }
 
+/// A CAPTCHA decision against a local Turnstile simulator (its always-pass test secret), each
+/// with a fresh token; natively, the same JSON parse and judgement.
+async fn captcha_benches() {
+    use harness::captcha_vendors::{self as vendors, CaptchaServer, Vendor};
+    use policy_host::egress::config::{DestinationConfig, SecretSource};
+    let server = CaptchaServer::start(Vendor::Turnstile).await;
+    let dir = harness::PluginDir::new().expect("plugin dir");
+    dir.publish(
+        "captcha",
+        std::path::Path::new(bundled_plugins::CAPTCHA.path),
+    )
+    .expect("publish");
+    let mut config = dir.config();
+    config.egress.secrets.insert(
+        "captcha-secret".to_owned(),
+        SecretSource::Value(vendors::TURNSTILE_PASS_SECRET.to_owned()),
+    );
+    let mut slot = harness::slot(
+        policy_host::PluginKind::Captcha,
+        &[("provider", "turnstile"), ("base-url", &server.url())],
+    );
+    slot.egress = vec![DestinationConfig {
+        url: format!("{}{}", server.url(), Vendor::Turnstile.path()),
+        allow_private: true,
+        secrets: vec!["captcha-secret".to_owned()],
+        cache_ttl: None,
+        idempotency_header: Some("idempotency-key".to_owned()),
+        policy: Some(quick_policy()),
+    }];
+    config.slots.insert("captcha".to_owned(), slot);
+    let host = PolicyHost::start(&config).await.expect("captcha host");
+
+    let body = format!(
+        r#"{{"success":true,"error-codes":[],"challenge_ts":"{}","hostname":"example.com","action":"","cdata":""}}"#,
+        vendors::rfc3339_now()
+    );
+    let (settings, _) = captcha::settings::CaptchaSettings::from_lookup(|key| {
+        (key == "provider").then(|| "turnstile".to_owned())
+    })
+    .expect("settings");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let native = measure(|_| {
+        let answer: captcha::verdict::SiteverifyAnswer =
+            serde_json::from_str(&body).expect("answer");
+        std::hint::black_box(captcha::verdict::judge(&answer, "login", &settings, now));
+        async {}
+    })
+    .await;
+    report("captcha/native", &native, None);
+    // Each decision opens a connection to the provider: fewer iterations keep the ephemeral
+    // ports (and TIME_WAIT) in check.
+    let hosted = measure_n(5_000, |i| {
+        let host = &host;
+        async move {
+            let input = policy_host::CaptchaInput {
+                token: format!("token-{i}"),
+                action: "login".to_owned(),
+                remote_ip: None,
+                idempotency_key: None,
+            };
+            let record = host.verify_captcha("captcha", &input).await;
+            assert_eq!(
+                record.decision.verdict,
+                policy_host::Verdict::Allow,
+                "decision {i}: {:?}",
+                record.decision.codes()
+            );
+        }
+    })
+    .await;
+    report("captcha/host-local-provider", &hosted, Some(&native));
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -250,5 +336,6 @@ fn main() {
         assert_eq!(record.decision.codes(), ["common-password"]);
         password_policy_benches(&host).await;
         breach_check_benches().await;
+        captcha_benches().await;
     });
 }
