@@ -30,9 +30,10 @@ const SCHEMA: &[&str] = &[
         event_type TEXT NOT NULL,
         aggregate_id TEXT NOT NULL,
         payload TEXT NOT NULL,
-        created_at BIGINT NOT NULL,
+        created_at BIGINT NOT NULL, -- microseconds, see monotonic_micros
         delivered_at BIGINT
     )",
+    "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (delivered_at, created_at)",
 ];
 
 /// A stored user.
@@ -66,6 +67,24 @@ pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+/// Microseconds since the epoch, strictly increasing within this process: the outbox's order
+/// (events of one request, and of one user, keep the order they were written in).
+pub fn monotonic_micros() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_micros() as i64);
+    let mut last = LAST.load(Ordering::SeqCst);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => return next,
+            Err(actual) => last = actual,
+        }
+    }
 }
 
 /// 128 random bits as hex: ids and event ids.
@@ -277,7 +296,7 @@ async fn insert_event(
         .bind(&event.event_type)
         .bind(&event.aggregate_id)
         .bind(event.payload.to_string())
-        .bind(now())
+        .bind(monotonic_micros())
         .execute(&mut **transaction)
         .await?;
     Ok(())

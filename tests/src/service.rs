@@ -1,0 +1,110 @@
+//! The real User Service (its real router on a real listener on 127.0.0.1), with the bundled
+//! plugins and local upstreams, for end-to-end tests.
+
+use crate::{PluginDir, components};
+use policy_host::egress::config::{DestinationConfig, SecretSource};
+use std::{net::SocketAddr, path::Path};
+use user_service::{AppState, ServiceConfig};
+
+/// The admin token the test service is configured with.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// A running service; stops when dropped.
+pub struct TestService {
+    pub address: SocketAddr,
+    pub state: AppState,
+    pub plugins: PluginDir,
+    _data: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestService {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+impl TestService {
+    /// A configuration for a service in fresh temporary directories: SQLite, the bundled
+    /// plugins, breach check against `hibp_url`, CAPTCHA (Turnstile at `turnstile_url`, with its
+    /// always-pass test secret) when given.
+    pub fn config(
+        data: &Path,
+        plugins: &Path,
+        hibp_url: &str,
+        turnstile_url: Option<&str>,
+    ) -> ServiceConfig {
+        let mut config = ServiceConfig::default();
+        config.database_url = format!("sqlite://{}/users.db", data.display());
+        config.admin_token = Some(ADMIN_TOKEN.to_owned());
+        config.plugins.dir = plugins.to_path_buf();
+        config.plugins.cache_dir = None;
+        config.plugins.slots.insert(
+            "breach-check".to_owned(),
+            crate::breach_slot(hibp_url, crate::quick_policy(), &[]),
+        );
+        if let Some(url) = turnstile_url {
+            let mut captcha = crate::slot(
+                policy_host::PluginKind::Captcha,
+                &[("provider", "turnstile"), ("base-url", url)],
+            );
+            captcha.egress = vec![DestinationConfig {
+                url: format!("{url}/turnstile/v0/siteverify"),
+                allow_private: true,
+                secrets: vec!["captcha-secret".to_owned()],
+                cache_ttl: None,
+                idempotency_header: Some("idempotency-key".to_owned()),
+                policy: Some(crate::quick_policy()),
+            }];
+            config.plugins.slots.insert("captcha".to_owned(), captcha);
+            config.plugins.egress.secrets.insert(
+                "captcha-secret".to_owned(),
+                SecretSource::Value(crate::captcha_vendors::TURNSTILE_PASS_SECRET.to_owned()),
+            );
+            config.flows.captcha = "captcha".to_owned();
+        }
+        config
+    }
+
+    /// Starts a service; `tweak` adjusts the configuration first.
+    pub async fn start(
+        hibp_url: &str,
+        turnstile_url: Option<&str>,
+        tweak: impl FnOnce(&mut ServiceConfig),
+    ) -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let plugins = PluginDir::new()?;
+        let mut config = Self::config(data.path(), plugins.path(), hibp_url, turnstile_url);
+        tweak(&mut config);
+        let state = user_service::start(config).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(user_service::serve(state.clone(), listener, async {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            address,
+            state,
+            plugins,
+            _data: data,
+            shutdown: Some(shutdown),
+        })
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Publishes the "next" password-policy version into the plugin directory.
+    pub fn publish_next_password_policy(&self) -> anyhow::Result<()> {
+        self.plugins.publish(
+            "password-policy",
+            Path::new(components::PASSWORD_POLICY_NEXT),
+        )?;
+        Ok(())
+    }
+}
