@@ -154,3 +154,52 @@ impl ServiceConfig {
         Ok(config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_parses_and_shows_the_defaults() {
+        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../user-service.example.toml");
+        let text =
+            std::fs::read_to_string(example).expect("the example file is at the repository root");
+        let parsed: ServiceConfig = toml::from_str(&text).expect("the example parses");
+        let defaults = ServiceConfig::default();
+        assert_eq!(parsed.listen, defaults.listen);
+        assert_eq!(parsed.database_url, defaults.database_url);
+        assert_eq!(
+            parsed.flows.lock_after_failures,
+            defaults.flows.lock_after_failures
+        );
+        assert_eq!(
+            parsed.plugins.limits.deadline,
+            defaults.plugins.limits.deadline
+        );
+        assert_eq!(
+            parsed.plugins.limits.memory_bytes,
+            defaults.plugins.limits.memory_bytes
+        );
+        assert_eq!(
+            parsed.plugins.egress.defaults.max_retries,
+            defaults.plugins.egress.defaults.max_retries
+        );
+        assert_eq!(
+            parsed.plugins.egress.defaults.breaker.minimum_calls,
+            defaults.plugins.egress.defaults.breaker.minimum_calls
+        );
+        let breach = parsed
+            .plugins
+            .slot("breach-check")
+            .expect("breach-check slot");
+        assert_eq!(
+            breach.egress[0].url,
+            "https://api.pwnedpasswords.com/range/"
+        );
+        assert_eq!(
+            breach.egress[0].cache_ttl,
+            defaults.plugins.slot("breach-check").unwrap().egress[0].cache_ttl
+        );
+    }
+}
