@@ -147,9 +147,17 @@ async fn password_policy_benches(host: &PolicyHost) {
     .await;
     report("password-policy/host", &hosted, Some(&native));
 
+    instantiate_bench(host, "password-policy").await;
+}
+
+/// Instantiating a fresh instance of the plugin in `slot` alone; returns the plugin.
+async fn instantiate_bench(
+    host: &PolicyHost,
+    slot: &str,
+) -> std::sync::Arc<policy_host::loaded::LoadedPlugin> {
     let plugin = host
         .catalog()
-        .slot("password-policy")
+        .slot(slot)
         .and_then(|slot| slot.current())
         .expect("loaded");
     let engine = host.catalog().engine().clone();
@@ -158,7 +166,8 @@ async fn password_policy_benches(host: &PolicyHost) {
         async move { plugin.instantiate_only(engine).await.expect("instantiate") }
     })
     .await;
-    report("instantiate/password-policy", &instantiate, None);
+    report(&format!("instantiate/{slot}"), &instantiate, None);
+    plugin
 }
 
 /// The breach check of a password whose range is already cached by the gateway, against the
@@ -204,18 +213,8 @@ async fn breach_check_benches() {
         "every measured decision was served from the cache"
     );
 
-    let plugin = host
-        .catalog()
-        .slot("breach-check")
-        .and_then(|slot| slot.current())
-        .expect("loaded");
+    let plugin = instantiate_bench(&host, "breach-check").await;
     let engine = host.catalog().engine().clone();
-    let instantiate = measure(|_| {
-        let (plugin, engine) = (&plugin, &engine);
-        async move { plugin.instantiate_only(engine).await.expect("instantiate") }
-    })
-    .await;
-    report("instantiate/breach-check", &instantiate, None);
 
     // The gateway alone, serving the cached range: the host side of the request.
     let egress = plugin

@@ -6,6 +6,7 @@
 
 pub mod captcha_vendors;
 pub mod hibp;
+pub mod postgres;
 pub mod service;
 pub mod upstream;
 

@@ -36,9 +36,11 @@ impl TestService {
         hibp_url: &str,
         turnstile_url: Option<&str>,
     ) -> ServiceConfig {
-        let mut config = ServiceConfig::default();
-        config.database_url = format!("sqlite://{}/users.db", data.display());
-        config.admin_token = Some(ADMIN_TOKEN.to_owned());
+        let mut config = ServiceConfig {
+            database_url: format!("sqlite://{}/users.db", data.display()),
+            admin_token: Some(ADMIN_TOKEN.to_owned()),
+            ..ServiceConfig::default()
+        };
         config.plugins.dir = plugins.to_path_buf();
         config.plugins.cache_dir = None;
         config.plugins.slots.insert(

@@ -273,6 +273,29 @@ fn invalid_credentials() -> Problem {
     )
 }
 
+/// Checks a user's new password (policy with their context words, breach check), hashes it,
+/// and prepares its `PasswordChangedEventV1`.
+async fn accept_new_password(
+    state: &AppState,
+    user: &User,
+    password: String,
+    reason: &str,
+) -> Result<(String, OutboxEvent), Problem> {
+    let context = context_words(state, &user.email, user.display_name.as_deref());
+    let report =
+        check_new_password(&state.host, &state.config.flows, &password, context, false).await;
+    if report.verdict != policy_host::Verdict::Allow {
+        return Err(weak_password(report));
+    }
+    let hash = passwords::hash(password).await.map_err(Problem::internal)?;
+    let changed = event(
+        "PasswordChangedEventV1",
+        &user.id,
+        json!({ "userId": user.id, "email": user.email, "reason": reason }),
+    )?;
+    Ok((hash, changed))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeRequest {
@@ -298,25 +321,7 @@ pub async fn change_password(
     let Some(user) = user.filter(|_| matches) else {
         return Err(invalid_credentials());
     };
-    let report = check_new_password(
-        &state.host,
-        &state.config.flows,
-        &body.new_password,
-        context_words(&state, &user.email, user.display_name.as_deref()),
-        false,
-    )
-    .await;
-    if report.verdict != policy_host::Verdict::Allow {
-        return Err(weak_password(report));
-    }
-    let hash = passwords::hash(body.new_password)
-        .await
-        .map_err(Problem::internal)?;
-    let changed = event(
-        "PasswordChangedEventV1",
-        &user.id,
-        json!({ "userId": user.id, "email": user.email, "reason": "change" }),
-    )?;
+    let (hash, changed) = accept_new_password(&state, &user, body.new_password, "change").await?;
     state
         .store
         .set_password(&user.id, &hash, None, &changed)
@@ -400,25 +405,8 @@ pub async fn complete_reset(
         .user_by_id(&user_id)
         .await?
         .ok_or_else(invalid)?;
-    let report = check_new_password(
-        &state.host,
-        &state.config.flows,
-        &body.new_password,
-        context_words(&state, &user.email, user.display_name.as_deref()),
-        false,
-    )
-    .await;
-    if report.verdict != policy_host::Verdict::Allow {
-        return Err(weak_password(report));
-    }
-    let password_hash = passwords::hash(body.new_password)
-        .await
-        .map_err(Problem::internal)?;
-    let changed = event(
-        "PasswordChangedEventV1",
-        &user.id,
-        json!({ "userId": user.id, "email": user.email, "reason": "reset" }),
-    )?;
+    let (password_hash, changed) =
+        accept_new_password(&state, &user, body.new_password, "reset").await?;
     if !state
         .store
         .set_password(&user.id, &password_hash, Some(&hash), &changed)

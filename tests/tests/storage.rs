@@ -1,0 +1,212 @@
+//! The storage contract, run on SQLite and on a real PostgreSQL server: the same SQL through
+//! sqlx's `Any` driver must behave the same on both.
+
+use harness::{hibp::HibpServer, postgres, service::TestService};
+use serde_json::json;
+use user_service::store::{OutboxEvent, Store, User, random_id};
+
+fn user(email: &str) -> User {
+    User {
+        id: random_id().unwrap(),
+        email: email.to_owned(),
+        display_name: Some("Test User".to_owned()),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+            .to_owned(),
+        failed_logins: 0,
+        reset_required: false,
+    }
+}
+
+fn event(kind: &str, aggregate: &str) -> OutboxEvent {
+    let id = random_id().unwrap();
+    OutboxEvent {
+        id: id.clone(),
+        event_type: kind.to_owned(),
+        aggregate_id: aggregate.to_owned(),
+        payload: json!({ "id": id, "type": kind }),
+    }
+}
+
+/// Every store operation the flows rely on.
+async fn storage_contract(url: &str) {
+    let store = Store::connect(url).await.unwrap();
+    assert!(store.ping().await);
+    let ann = user("ann@example.org");
+    assert!(
+        store
+            .create_user(&ann, &event("UserRegisteredEventV1", &ann.id))
+            .await
+            .unwrap()
+    );
+    let twin = user("ann@example.org");
+    assert!(
+        !store
+            .create_user(&twin, &event("UserRegisteredEventV1", &twin.id))
+            .await
+            .unwrap(),
+        "emails are unique"
+    );
+
+    let loaded = store
+        .user_by_email("ann@example.org")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            loaded.id.as_str(),
+            loaded.display_name.as_deref(),
+            loaded.failed_logins
+        ),
+        (ann.id.as_str(), Some("Test User"), 0)
+    );
+    assert!(
+        store
+            .user_by_email("nobody@example.org")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.record_failed_login(&ann.id).await.unwrap(), 1);
+    assert_eq!(store.record_failed_login(&ann.id).await.unwrap(), 2);
+    store.record_successful_login(&ann.id, true).await.unwrap();
+    let loaded = store.user_by_id(&ann.id).await.unwrap().unwrap();
+    assert_eq!((loaded.failed_logins, loaded.reset_required), (0, true));
+
+    let far = user_service::store::now() + 3600;
+    store
+        .create_reset_token(
+            "hash-1",
+            &ann.id,
+            far,
+            &event("PasswordResetRequestedEventV1", &ann.id),
+        )
+        .await
+        .unwrap();
+    store
+        .create_reset_token(
+            "hash-expired",
+            &ann.id,
+            1,
+            &event("PasswordResetRequestedEventV1", &ann.id),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.reset_token_user("hash-1").await.unwrap().as_deref(),
+        Some(ann.id.as_str())
+    );
+    assert_eq!(
+        store.reset_token_user("hash-expired").await.unwrap(),
+        None,
+        "expired tokens are not found"
+    );
+    assert!(
+        !store
+            .set_password(
+                &ann.id,
+                "new-hash",
+                Some("hash-expired"),
+                &event("PasswordChangedEventV1", &ann.id)
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_password(
+                &ann.id,
+                "new-hash",
+                Some("hash-1"),
+                &event("PasswordChangedEventV1", &ann.id)
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_password(
+                &ann.id,
+                "newer-hash",
+                Some("hash-1"),
+                &event("PasswordChangedEventV1", &ann.id)
+            )
+            .await
+            .unwrap(),
+        "single use"
+    );
+    let loaded = store.user_by_id(&ann.id).await.unwrap().unwrap();
+    assert_eq!(
+        (loaded.password_hash.as_str(), loaded.reset_required),
+        ("new-hash", false)
+    );
+
+    let kinds: Vec<String> = store
+        .pending_events()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|event| event.event_type)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "UserRegisteredEventV1",
+            "PasswordResetRequestedEventV1",
+            "PasswordResetRequestedEventV1",
+            "PasswordChangedEventV1"
+        ],
+        "events in write order; the failed attempts wrote none"
+    );
+}
+
+#[tokio::test]
+async fn storage_contract_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    storage_contract(&format!("sqlite://{}/store.db", dir.path().display())).await;
+}
+
+#[tokio::test]
+async fn storage_contract_on_postgres() {
+    let url = postgres::fresh_database()
+        .await
+        .expect("a PostgreSQL server (see tests/src/postgres.rs)");
+    storage_contract(&url).await;
+}
+
+#[tokio::test]
+async fn the_service_runs_on_postgres() {
+    let url = postgres::fresh_database()
+        .await
+        .expect("a PostgreSQL server");
+    let hibp = HibpServer::start(&[]).await;
+    let service = TestService::start(&hibp.server.url(), None, |config| {
+        config.database_url = url.clone()
+    })
+    .await
+    .unwrap();
+    let client = reqwest::Client::new();
+    let register = client
+        .post(service.url("/v1/users"))
+        .json(&json!({ "email": "pg@example.org", "password": "correct horse battery staple" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(register.status(), reqwest::StatusCode::CREATED);
+    let login = client
+        .post(service.url("/v1/sessions"))
+        .json(&json!({ "email": "pg@example.org", "password": "correct horse battery staple" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), reqwest::StatusCode::OK);
+    let ready: serde_json::Value = client
+        .get(service.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["database"], true);
+}
