@@ -9,7 +9,13 @@ use harness::{hibp::HibpServer, service::TestService};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-const CLIENTS: usize = 32;
+/// Concurrent clients (`LOAD_CLIENTS` overrides).
+fn clients() -> usize {
+    std::env::var("LOAD_CLIENTS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(16)
+}
 const DURATION: Duration = Duration::from_secs(10);
 const WARMUP: Duration = Duration::from_secs(2);
 
@@ -26,8 +32,9 @@ fn main() {
         let url = service.url("/v1/password/check");
         let body =
             json!({ "password": "correct horse battery staple", "email": "load@example.org" });
+        let clients = clients();
         let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(CLIENTS)
+            .pool_max_idle_per_host(clients)
             .build()
             .expect("client");
         // Warm the breach range cache and the connections.
@@ -44,7 +51,7 @@ fn main() {
             async move {
                 let deadline = Instant::now() + duration;
                 let mut tasks = Vec::new();
-                for _ in 0..CLIENTS {
+                for _ in 0..clients {
                     let (client, url, body) = (client.clone(), url.clone(), body.clone());
                     tasks.push(tokio::spawn(async move {
                         let mut latencies = Vec::new();
@@ -82,7 +89,7 @@ fn main() {
                 "p99_ns": at(0.99),
                 "per_sec": (latencies.len() as f64 / elapsed.as_secs_f64()).round(),
                 "iterations": latencies.len(),
-                "clients": CLIENTS,
+                "clients": clients,
             })
         );
         assert_eq!(
