@@ -220,7 +220,7 @@ async fn the_breaker_opens_stops_traffic_and_closes_after_probes() {
     policy.breaker = BreakerConfig {
         failure_rate: 0.5,
         minimum_calls: 4,
-        open_for: Duration::from_millis(400),
+        open_for: Duration::from_secs(3),
         half_open_probes: 1,
     };
     let (_dir, host) = host_with_breach_check(&hibp.server.url(), policy, &[])
@@ -243,7 +243,7 @@ async fn the_breaker_opens_stops_traffic_and_closes_after_probes() {
     );
 
     hibp.set_mode(Mode::Healthy);
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
     assert_eq!(
         host.check_breach("breach-check", "password123")
             .await

@@ -185,12 +185,12 @@ mod tests {
 
     #[test]
     fn half_open_probes_close_or_reopen() {
-        let breaker = breaker(Duration::from_millis(20));
+        let breaker = breaker(Duration::from_millis(200));
         for _ in 0..4 {
             call(&breaker, false);
         }
         assert_eq!(breaker.state(), BreakerState::Open);
-        std::thread::sleep(Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(250));
         let first = breaker.try_acquire().unwrap();
         let second = breaker.try_acquire().unwrap();
         assert!(breaker.try_acquire().is_err(), "only two probes at a time");
@@ -201,7 +201,7 @@ mod tests {
         for _ in 0..4 {
             call(&breaker, false);
         }
-        std::thread::sleep(Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(250));
         assert!(call(&breaker, false));
         assert_eq!(
             breaker.state(),
