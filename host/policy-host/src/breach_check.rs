@@ -52,13 +52,7 @@ pub(crate) async fn check(
     // waiting on the host (an upstream) too long.
     let answer = match tokio::time::timeout(limits.deadline, call).await {
         Ok(answer) => answer,
-        Err(_) => {
-            return Err(PluginError::DeadlineExceeded {
-                name: plugin.identity.name.to_string(),
-                version: plugin.identity.version.to_string(),
-                deadline: limits.deadline,
-            });
-        }
+        Err(_) => return Err(plugin.deadline_exceeded(engine)),
     };
     match answer {
         Ok(breach_lookup::BreachOutcome::Breached(count)) => Ok(BreachOutcome::Breached { count }),

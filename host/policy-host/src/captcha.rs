@@ -102,10 +102,6 @@ pub(crate) async fn verify(
     match tokio::time::timeout(limits.deadline, call).await {
         Ok(Ok(decision)) => from_wit(decision, engine, plugin),
         Ok(Err(error)) => Err(plugin.classify(engine, &store, error)),
-        Err(_) => Err(PluginError::DeadlineExceeded {
-            name: plugin.identity.name.to_string(),
-            version: plugin.identity.version.to_string(),
-            deadline: limits.deadline,
-        }),
+        Err(_) => Err(plugin.deadline_exceeded(engine)),
     }
 }

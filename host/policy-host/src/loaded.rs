@@ -117,11 +117,7 @@ impl LoadedPlugin {
             };
         }
         match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => PluginError::DeadlineExceeded {
-                name,
-                version,
-                deadline: engine.limits().deadline,
-            },
+            Some(Trap::Interrupt) => self.deadline_exceeded(engine),
             Some(trap) => {
                 let stderr = store.data().captured_stderr();
                 let message = if stderr.is_empty() {
@@ -162,6 +158,16 @@ impl LoadedPlugin {
     /// Where this plugin may send requests (`None` for kinds without network access).
     pub fn egress(&self) -> Option<&Arc<PluginEgress>> {
         self.egress.as_ref()
+    }
+
+    /// The error for a decision of this plugin that ran past its deadline: stopped by the epoch
+    /// while computing, or by the caller's timer while waiting on the host (an upstream).
+    pub(crate) fn deadline_exceeded(&self, engine: &PolicyEngine) -> PluginError {
+        PluginError::DeadlineExceeded {
+            name: self.identity.name.to_string(),
+            version: self.identity.version.to_string(),
+            deadline: engine.limits().deadline,
+        }
     }
 
     /// The error for calling this plugin as a kind it is not.
