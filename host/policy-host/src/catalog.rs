@@ -73,6 +73,8 @@ pub struct Slot {
     current: ArcSwapOption<LoadedPlugin>,
     previous: Mutex<Option<Arc<LoadedPlugin>>>,
     last_error: Mutex<Option<String>>,
+    /// Settings set at run time over the configured ones (e.g. from a Configuration Service).
+    setting_overrides: Mutex<Arc<BTreeMap<String, String>>>,
     /// Serialises loads of this slot; decisions never take it.
     loading: tokio::sync::Mutex<()>,
 }
@@ -81,6 +83,18 @@ impl Slot {
     /// The version serving now. Cheap (an atomic load); the `Arc` keeps it alive for the caller.
     pub fn current(&self) -> Option<Arc<LoadedPlugin>> {
         self.current.load_full()
+    }
+
+    /// The configured settings with the run-time overrides applied.
+    pub fn effective_settings(&self) -> BTreeMap<String, String> {
+        let mut settings = self.config.settings.clone();
+        let overrides = lock(&self.setting_overrides).clone();
+        settings.extend(
+            overrides
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone())),
+        );
+        settings
     }
 }
 
@@ -104,6 +118,7 @@ impl Catalog {
                     current: ArcSwapOption::empty(),
                     previous: Mutex::new(None),
                     last_error: Mutex::new(None),
+                    setting_overrides: Mutex::new(Arc::default()),
                     loading: tokio::sync::Mutex::new(()),
                 };
                 (slot.config.name.clone(), slot)
@@ -203,7 +218,8 @@ impl Catalog {
             });
         }
         let engine = self.engine.clone();
-        let config = slot.config.clone();
+        let mut config = slot.config.clone();
+        config.settings = slot.effective_settings();
         let candidate =
             tokio::task::spawn_blocking(move || prepare(&engine, &config, &bytes, sha256))
                 .await
@@ -212,6 +228,10 @@ impl Catalog {
                     message: format!("compilation task failed: {error}"),
                 })??;
         let candidate = Arc::new(self.smoke_test(candidate).await?);
+        // Overrides may have changed while the candidate compiled.
+        candidate
+            .settings
+            .store(Arc::new(slot.effective_settings()));
         let to = candidate.identity.clone();
         let from = slot.current.swap(Some(candidate));
         let from_identity = from.as_ref().map(|from| from.identity.clone());
@@ -257,6 +277,26 @@ impl Catalog {
             PluginKind::BreachCheck | PluginKind::Captcha => {}
         }
         Ok(candidate)
+    }
+
+    /// Replaces the slot's run-time setting overrides (the configured settings stay underneath).
+    /// The serving and previous versions see them from their next decision on, without a
+    /// reload; versions loaded later start with them.
+    pub fn set_setting_overrides(
+        &self,
+        name: &str,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<(), LoadError> {
+        let slot = self.slots.get(name).ok_or_else(|| LoadError::UnknownSlot {
+            name: name.to_owned(),
+        })?;
+        *lock(&slot.setting_overrides) = Arc::new(overrides);
+        let effective = Arc::new(slot.effective_settings());
+        let previous = lock(&slot.previous).clone();
+        for plugin in slot.current().into_iter().chain(previous) {
+            plugin.settings.store(effective.clone());
+        }
+        Ok(())
     }
 
     /// Puts the previous version back in service (and the current one aside, so a second

@@ -11,6 +11,7 @@ use crate::{
     kind::PluginKind,
     store_state::{MemoryCapExceeded, PluginState},
 };
+use arc_swap::ArcSwap;
 use std::{
     collections::BTreeMap,
     sync::{
@@ -39,7 +40,9 @@ pub struct LoadedPlugin {
     pub wit_version: String,
     /// When this version was loaded.
     pub loaded_at: SystemTime,
-    pub(crate) settings: Arc<BTreeMap<String, String>>,
+    /// The settings decisions see: the slot's configured settings with any overrides applied
+    /// ([`crate::catalog::Catalog::set_setting_overrides`]); swapped without a reload.
+    pub(crate) settings: ArcSwap<BTreeMap<String, String>>,
     pub(crate) pre: PreInstance,
     /// Where the plugin may send requests; `None` for kinds without network access.
     pub(crate) egress: Option<Arc<PluginEgress>>,
@@ -62,7 +65,7 @@ impl LoadedPlugin {
             kind,
             wit_version,
             loaded_at: SystemTime::now(),
-            settings,
+            settings: ArcSwap::new(settings),
             pre,
             egress,
             label,
@@ -88,7 +91,7 @@ impl LoadedPlugin {
             None => EgressHooks::deny_all(deadline),
         };
         let state = PluginState::new(
-            self.settings.clone(),
+            self.settings.load_full(),
             self.label.clone(),
             limits.memory_bytes,
             hooks,

@@ -81,8 +81,55 @@ fn client_ip(headers: &HeaderMap, peer: SocketAddr) -> String {
         .unwrap_or_else(|| peer.ip().to_string())
 }
 
-fn event(event_type: &str, aggregate_id: &str, data: Value) -> Result<OutboxEvent, Problem> {
+/// Who asked for a state change, recorded in its event (`data.request`).
+pub struct RequestMetadata {
+    client_ip: String,
+    user_agent: Option<String>,
+    request_id: Option<String>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestMetadata {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(|value| value.chars().take(256).collect::<String>())
+        };
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |info| info.0);
+        Ok(Self {
+            client_ip: client_ip(&parts.headers, peer),
+            user_agent: header("user-agent"),
+            request_id: header("x-request-id"),
+        })
+    }
+}
+
+impl RequestMetadata {
+    fn to_json(&self) -> Value {
+        json!({ "clientIp": self.client_ip, "userAgent": self.user_agent, "requestId": self.request_id })
+    }
+}
+
+/// An outbox event in the documented envelope: `{ id, type, version, occurredAt, data }`, with
+/// the request's metadata as `data.request`.
+fn event(
+    event_type: &str,
+    aggregate_id: &str,
+    mut data: Value,
+    request: &RequestMetadata,
+) -> Result<OutboxEvent, Problem> {
     let id = random_id().map_err(Problem::internal)?;
+    data["request"] = request.to_json();
     let payload =
         json!({ "id": id, "type": event_type, "version": 1, "occurredAt": now(), "data": data });
     Ok(OutboxEvent {
@@ -110,6 +157,8 @@ pub struct RegisterRequest {
     password: String,
     display_name: Option<String>,
     captcha_token: Option<String>,
+    /// The tenant registering (default `default`): its allowed email domains apply.
+    tenant: Option<String>,
 }
 
 /// `POST /v1/users`
@@ -117,9 +166,19 @@ pub async fn register(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    metadata: RequestMetadata,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> Result<Response, Problem> {
     let email = normalize_email(&body.email)?;
+    let tenant = body.tenant.as_deref().unwrap_or("default");
+    if let Err(allowed) = state.security.check_email_domain(tenant, &email) {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "email-domain-not-allowed",
+            "This email domain cannot register for this tenant",
+        )
+        .detail(format!("Allowed domains: {}.", allowed.join(", "))));
+    }
     let display_name = body
         .display_name
         .map(|name| name.trim().to_owned())
@@ -166,7 +225,8 @@ pub async fn register(
     let registered = event(
         "UserRegisteredEventV1",
         &id,
-        json!({ "userId": id, "email": email, "displayName": display_name }),
+        json!({ "userId": id, "email": email, "displayName": display_name, "tenant": tenant }),
+        &metadata,
     )?;
     if !state.store.create_user(&user, &registered).await? {
         return Err(Problem::new(
@@ -175,6 +235,7 @@ pub async fn register(
             "An account with this email already exists",
         ));
     }
+    state.outbox_waker.notify_one();
     metrics::counter!("users_registered_total").increment(1);
     let body = json!({ "id": id, "email": email, "display_name": display_name, "warnings": report.warnings });
     Ok((
@@ -280,6 +341,7 @@ async fn accept_new_password(
     user: &User,
     password: String,
     reason: &str,
+    metadata: &RequestMetadata,
 ) -> Result<(String, OutboxEvent), Problem> {
     let context = context_words(state, &user.email, user.display_name.as_deref());
     let report =
@@ -292,6 +354,7 @@ async fn accept_new_password(
         "PasswordChangedEventV1",
         &user.id,
         json!({ "userId": user.id, "email": user.email, "reason": reason }),
+        metadata,
     )?;
     Ok((hash, changed))
 }
@@ -307,6 +370,7 @@ pub struct ChangeRequest {
 /// `POST /v1/password/change`
 pub async fn change_password(
     State(state): State<AppState>,
+    metadata: RequestMetadata,
     ApiJson(body): ApiJson<ChangeRequest>,
 ) -> Result<Response, Problem> {
     let email = normalize_email(&body.email)?;
@@ -321,11 +385,13 @@ pub async fn change_password(
     let Some(user) = user.filter(|_| matches) else {
         return Err(invalid_credentials());
     };
-    let (hash, changed) = accept_new_password(&state, &user, body.new_password, "change").await?;
+    let (hash, changed) =
+        accept_new_password(&state, &user, body.new_password, "change", &metadata).await?;
     state
         .store
         .set_password(&user.id, &hash, None, &changed)
         .await?;
+    state.outbox_waker.notify_one();
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -341,6 +407,7 @@ pub async fn request_reset(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    metadata: RequestMetadata,
     ApiJson(body): ApiJson<ResetRequest>,
 ) -> Result<Response, Problem> {
     let email = normalize_email(&body.email)?;
@@ -363,12 +430,21 @@ pub async fn request_reset(
         let requested = event(
             "PasswordResetRequestedEventV1",
             &user.id,
-            json!({ "userId": user.id, "email": user.email, "userName": user.display_name, "resetToken": token, "expiresAt": expires_at }),
+            json!({
+                "userId": user.id,
+                "email": user.email,
+                "userName": user.display_name,
+                "resetToken": token,
+                "resetLink": state.config.flows.reset_link.replace("{token}", &token),
+                "expiresAt": expires_at,
+            }),
+            &metadata,
         )?;
         state
             .store
             .create_reset_token(&token_hash(&token), &user.id, expires_at, &requested)
             .await?;
+        state.outbox_waker.notify_one();
     }
     Ok((StatusCode::ACCEPTED, Json(json!({ "status": "accepted" }))).into_response())
 }
@@ -383,6 +459,7 @@ pub struct CompleteResetRequest {
 /// `POST /v1/password/resets`
 pub async fn complete_reset(
     State(state): State<AppState>,
+    metadata: RequestMetadata,
     ApiJson(body): ApiJson<CompleteResetRequest>,
 ) -> Result<Response, Problem> {
     let invalid = || {
@@ -406,7 +483,7 @@ pub async fn complete_reset(
         .await?
         .ok_or_else(invalid)?;
     let (password_hash, changed) =
-        accept_new_password(&state, &user, body.new_password, "reset").await?;
+        accept_new_password(&state, &user, body.new_password, "reset", &metadata).await?;
     if !state
         .store
         .set_password(&user.id, &password_hash, Some(&hash), &changed)
@@ -414,6 +491,7 @@ pub async fn complete_reset(
     {
         return Err(invalid());
     }
+    state.outbox_waker.notify_one();
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -484,7 +562,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// Checks the admin bearer token; without a configured token the admin API does not exist.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
+pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
     let Some(expected) = &state.config.admin_token else {
         return Err(Problem::new(
             StatusCode::NOT_FOUND,

@@ -1,6 +1,14 @@
 //! Wiring: state, router, middleware, and start-up (database, bundled plugins, policy host).
 
-use crate::{api, config::ServiceConfig, openapi, store::Store};
+use crate::{
+    admin_outbound, api,
+    config::ServiceConfig,
+    openapi,
+    outbound::{InternalClient, discovery::Discovery, token::TokenSource},
+    outbox::Relay,
+    security_policy::{PolicySlots, SecurityPolicyService},
+    store::Store,
+};
 use axum::{
     Router,
     extract::{DefaultBodyLimit, MatchedPath, Request},
@@ -9,11 +17,12 @@ use axum::{
     routing::{get, post},
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use policy_host::PolicyHost;
+use policy_host::{PolicyHost, egress::EgressGateway};
 use std::{
     sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
+use tokio::{sync::Notify, task::JoinHandle};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -24,6 +33,25 @@ pub struct AppState {
     /// Failed logins per client address, forgotten after an hour without failures.
     pub client_failures: moka::sync::Cache<String, i64>,
     pub metrics: PrometheusHandle,
+    /// Calls to internal services (Notification, Configuration) by logical name.
+    pub internal: Arc<InternalClient>,
+    /// Security policies from the Configuration Service.
+    pub security: Arc<SecurityPolicyService>,
+    /// Wakes the outbox relay after a commit.
+    pub outbox_waker: Arc<Notify>,
+    /// The relay and refresh tasks, stopped when the last clone of the state goes.
+    _background: Arc<BackgroundTasks>,
+}
+
+/// Background tasks owned by one service instance.
+struct BackgroundTasks(Vec<JoinHandle<()>>);
+
+impl Drop for BackgroundTasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every app in the process).
@@ -62,6 +90,39 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<AppState> {
             (None, None) => tracing::debug!(plugin = %slot.name, "no plugin file"),
         }
     }
+    let gateway = Arc::new(
+        EgressGateway::new(config.outbound.clone())
+            .map_err(|error| anyhow::anyhow!("[outbound]: {error}"))?,
+    );
+    let discovery = Discovery::new(&config.services)?;
+    let auth = config
+        .service_auth
+        .clone()
+        .map(|auth| TokenSource::new(auth, gateway.clone(), &config.outbound.defaults))
+        .transpose()?;
+    let internal = Arc::new(InternalClient::new(gateway, discovery, auth));
+    let security = SecurityPolicyService::start(
+        config.security_policies.clone(),
+        internal.clone(),
+        host.catalog().clone(),
+        PolicySlots {
+            password_policy: config.flows.password_policy.clone(),
+            breach_check: config.flows.breach_check.clone(),
+            captcha: config.flows.captcha.clone(),
+        },
+    )
+    .await;
+    let relay = Arc::new(Relay::new(
+        store.clone(),
+        config.events.clone(),
+        internal.clone(),
+    ));
+    let outbox_waker = relay.waker();
+    let mut tasks = Vec::new();
+    if config.events.relay {
+        tasks.push(tokio::spawn(relay.run()));
+    }
+    tasks.extend(security.refresh_task());
     Ok(AppState {
         config: Arc::new(config),
         host: Arc::new(host),
@@ -71,6 +132,10 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<AppState> {
             .time_to_idle(Duration::from_secs(3600))
             .build(),
         metrics: metrics_handle(),
+        internal,
+        security,
+        outbox_waker,
+        _background: Arc::new(BackgroundTasks(tasks)),
     })
 }
 
@@ -87,6 +152,23 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/plugins", get(api::list_plugins))
         .route("/admin/plugins/{name}/reload", post(api::reload_plugin))
         .route("/admin/plugins/{name}/rollback", post(api::rollback_plugin))
+        .route("/admin/outbox", get(admin_outbound::outbox_status))
+        .route(
+            "/admin/outbox/dead-letters",
+            get(admin_outbound::dead_letters),
+        )
+        .route(
+            "/admin/outbox/dead-letters/replay",
+            post(admin_outbound::replay_all_dead_letters),
+        )
+        .route(
+            "/admin/outbox/dead-letters/{id}/replay",
+            post(admin_outbound::replay_dead_letter),
+        )
+        .route(
+            "/admin/security-policies",
+            get(admin_outbound::security_policies),
+        )
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))

@@ -1,9 +1,14 @@
 //! The service's configuration: one TOML file (every key optional; `user-service.example.toml`
 //! shows them all with their defaults) plus environment overrides for secrets and URLs.
 
-use policy_host::HostConfig;
+use crate::{
+    outbound::{discovery::ServiceLocation, token::ClientCredentialsConfig},
+    outbox::EventsConfig,
+    security_policy::SecurityPoliciesConfig,
+};
+use policy_host::{HostConfig, egress::config::EgressConfig};
 use serde::Deserialize;
-use std::{net::SocketAddr, path::PathBuf};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 /// Everything the service reads at start.
 #[derive(Debug, Clone, Deserialize)]
@@ -36,6 +41,19 @@ pub struct ServiceConfig {
     pub flows: FlowConfig,
     /// The policy host: plugin directory, limits, slots, egress (`[plugins]`).
     pub plugins: HostConfig,
+    /// How the service's own calls to internal services are made (`[outbound]`: call policy
+    /// defaults — timeouts, retries, breaker — like `[plugins.egress]`).
+    pub outbound: EgressConfig,
+    /// Internal services by logical name (`[services.<name>]`: `url`, or DNS `srv`).
+    pub services: BTreeMap<String, ServiceLocation>,
+    /// OAuth 2.0 client credentials for calls to internal services (`[service-auth]`).
+    #[serde(rename = "service-auth")]
+    pub service_auth: Option<ClientCredentialsConfig>,
+    /// The outbox relay and its sinks (`[events]`).
+    pub events: EventsConfig,
+    /// Security policies from the Configuration Service (`[security-policies]`).
+    #[serde(rename = "security-policies")]
+    pub security_policies: SecurityPoliciesConfig,
 }
 
 /// Log output format.
@@ -72,6 +90,10 @@ pub struct FlowConfig {
     /// Lifetime of a password-reset token, in seconds (`reset-token-ttl-s`).
     #[serde(rename = "reset-token-ttl-s")]
     pub reset_token_ttl_s: u64,
+    /// The link a reset notification carries; `{token}` is replaced by the reset token
+    /// (`reset-link`).
+    #[serde(rename = "reset-link")]
+    pub reset_link: String,
 }
 
 impl Default for FlowConfig {
@@ -84,6 +106,7 @@ impl Default for FlowConfig {
             captcha_after_failures: 3,
             lock_after_failures: 100,
             reset_token_ttl_s: 3600,
+            reset_link: "http://127.0.0.1:8080/reset-password?token={token}".to_owned(),
         }
     }
 }
@@ -109,8 +132,21 @@ impl Default for ServiceConfig {
             install_bundled_plugins: true,
             flows: FlowConfig::default(),
             plugins,
+            outbound: default_outbound(),
+            services: BTreeMap::new(),
+            service_auth: None,
+            events: EventsConfig::default(),
+            security_policies: SecurityPoliciesConfig::default(),
         }
     }
+}
+
+/// Internal calls wait longer for a first byte than plugin calls (a notification provider may
+/// take seconds); retries beyond one belong to the outbox.
+fn default_outbound() -> EgressConfig {
+    let mut outbound = EgressConfig::default();
+    outbound.defaults.first_byte_timeout = Duration::from_secs(5);
+    outbound
 }
 
 fn default_breach_slot() -> policy_host::PluginConfig {

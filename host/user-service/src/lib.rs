@@ -1,13 +1,17 @@
 //! The User Service: registration, login, password change and reset, with the password policy,
 //! breach check and CAPTCHA decided by WebAssembly plugins in an embedded [`policy_host`].
 
+pub mod admin_outbound;
 pub mod api;
 pub mod app;
 pub mod config;
 pub mod flows;
 pub mod openapi;
+pub mod outbound;
+pub mod outbox;
 pub mod passwords;
 pub mod problem;
+pub mod security_policy;
 pub mod store;
 
 pub use app::{AppState, router, serve, start};

@@ -36,6 +36,18 @@ const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (delivered_at, created_at)",
 ];
 
+/// Delivery-state columns of `outbox`, added to databases created before the relay existed.
+/// Times are microseconds since the epoch.
+const OUTBOX_DELIVERY_COLUMNS: &[&str] = &[
+    "ALTER TABLE outbox ADD COLUMN attempts BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE outbox ADD COLUMN next_attempt_at BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE outbox ADD COLUMN claimed_until BIGINT",
+    "ALTER TABLE outbox ADD COLUMN last_error TEXT",
+    "ALTER TABLE outbox ADD COLUMN dead_at BIGINT",
+    "ALTER TABLE outbox ADD COLUMN sinks_done TEXT NOT NULL DEFAULT ''",
+    "CREATE INDEX IF NOT EXISTS outbox_by_aggregate ON outbox (aggregate_id, created_at)",
+];
+
 /// A stored user.
 #[derive(Debug, Clone)]
 pub struct User {
@@ -67,6 +79,13 @@ pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+/// Microseconds since the epoch (wall clock): delivery schedules and leases.
+pub fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_micros() as i64)
 }
 
 /// Microseconds since the epoch, strictly increasing within this process: the outbox's order
@@ -131,6 +150,15 @@ impl Store {
         }
         for statement in SCHEMA {
             sqlx::query(statement).execute(&pool).await?;
+        }
+        if sqlx::query("SELECT sinks_done FROM outbox LIMIT 1")
+            .fetch_optional(&pool)
+            .await
+            .is_err()
+        {
+            for statement in OUTBOX_DELIVERY_COLUMNS {
+                sqlx::query(statement).execute(&pool).await?;
+            }
         }
         Ok(Self { pool })
     }
@@ -268,23 +296,191 @@ impl Store {
         row.map(|row| row.try_get::<String, _>(0)).transpose()
     }
 
-    /// Events not yet delivered, oldest first.
+    /// Events not yet delivered (dead letters included), oldest first.
     pub async fn pending_events(&self) -> sqlx::Result<Vec<OutboxEvent>> {
         let rows = sqlx::query("SELECT id, event_type, aggregate_id, payload FROM outbox WHERE delivered_at IS NULL ORDER BY created_at, id")
             .fetch_all(&self.pool)
             .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// Events the relay may deliver now: undelivered, not dead, due, not claimed by a live
+    /// lease, and the oldest undelivered event of their user (so one user's events go out in
+    /// the order they were written). Oldest first.
+    pub async fn due_events(&self, now_micros: i64, limit: i64) -> sqlx::Result<Vec<DueEvent>> {
+        let rows = sqlx::query(
+            "SELECT o.id, o.event_type, o.aggregate_id, o.payload, o.attempts, o.sinks_done FROM outbox o
+             WHERE o.delivered_at IS NULL AND o.dead_at IS NULL AND o.next_attempt_at <= $1
+               AND (o.claimed_until IS NULL OR o.claimed_until < $1)
+               AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.aggregate_id = o.aggregate_id
+                   AND e.delivered_at IS NULL AND e.dead_at IS NULL
+                   AND (e.created_at < o.created_at OR (e.created_at = o.created_at AND e.id < o.id)))
+             ORDER BY o.created_at, o.id LIMIT $2",
+        )
+        .bind(now_micros)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| {
-                let payload: String = row.try_get(3)?;
-                Ok(OutboxEvent {
-                    id: row.try_get(0)?,
-                    event_type: row.try_get(1)?,
-                    aggregate_id: row.try_get(2)?,
-                    payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+                let sinks_done: String = row.try_get(5)?;
+                Ok(DueEvent {
+                    event: event_from_row(row)?,
+                    attempts: row.try_get(4)?,
+                    sinks_done: sinks_done
+                        .split(',')
+                        .filter(|sink| !sink.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
                 })
             })
             .collect()
     }
+
+    /// Takes a delivery lease on an event until `until_micros`; false when another relay
+    /// (another replica) holds one or the event is no longer pending.
+    pub async fn claim_event(
+        &self,
+        id: &str,
+        now_micros: i64,
+        until_micros: i64,
+    ) -> sqlx::Result<bool> {
+        let claimed = sqlx::query(
+            "UPDATE outbox SET claimed_until = $1 WHERE id = $2 AND delivered_at IS NULL AND dead_at IS NULL
+             AND (claimed_until IS NULL OR claimed_until < $3)",
+        )
+        .bind(until_micros)
+        .bind(id)
+        .bind(now_micros)
+        .execute(&self.pool)
+        .await?;
+        Ok(claimed.rows_affected() == 1)
+    }
+
+    /// Records a delivery to every sink.
+    pub async fn mark_delivered(&self, id: &str, sinks_done: &[String]) -> sqlx::Result<()> {
+        sqlx::query("UPDATE outbox SET delivered_at = $1, claimed_until = NULL, last_error = NULL, sinks_done = $2 WHERE id = $3")
+            .bind(now())
+            .bind(sinks_done.join(","))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: the sinks that did take the event, when to try again, or
+    /// (with `dead`) that it moves to the dead letters.
+    pub async fn record_delivery_failure(&self, failure: &DeliveryFailure<'_>) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = $1, next_attempt_at = $2, last_error = $3, sinks_done = $4,
+             dead_at = $5, claimed_until = NULL WHERE id = $6",
+        )
+        .bind(failure.attempts)
+        .bind(failure.next_attempt_at)
+        .bind(failure.error)
+        .bind(failure.sinks_done.join(","))
+        .bind(failure.dead.then(now))
+        .bind(failure.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Dead letters, oldest first.
+    pub async fn dead_letters(&self, limit: i64) -> sqlx::Result<Vec<DeadLetter>> {
+        let rows = sqlx::query(
+            "SELECT id, event_type, aggregate_id, payload, attempts, last_error, dead_at, sinks_done FROM outbox
+             WHERE dead_at IS NOT NULL AND delivered_at IS NULL ORDER BY created_at, id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeadLetter {
+                    event: event_from_row(row)?,
+                    attempts: row.try_get(4)?,
+                    last_error: row.try_get(5)?,
+                    dead_at: row.try_get(6)?,
+                    sinks_done: row.try_get(7)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Puts dead letters back in the queue with a fresh attempt count: the one called `id`, or
+    /// all of them. Returns how many.
+    pub async fn replay_dead_letters(&self, id: Option<&str>) -> sqlx::Result<u64> {
+        let replay = "UPDATE outbox SET dead_at = NULL, attempts = 0, next_attempt_at = 0, claimed_until = NULL
+             WHERE dead_at IS NOT NULL AND delivered_at IS NULL";
+        let result = match id {
+            Some(id) => {
+                sqlx::query(&format!("{replay} AND id = $1"))
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?
+            }
+            None => sqlx::query(replay).execute(&self.pool).await?,
+        };
+        Ok(result.rows_affected())
+    }
+
+    /// Counts by delivery state: (pending, dead, delivered).
+    pub async fn outbox_counts(&self) -> sqlx::Result<(i64, i64, i64)> {
+        let row = sqlx::query(
+            "SELECT
+               COALESCE(SUM(CASE WHEN delivered_at IS NULL AND dead_at IS NULL THEN 1 ELSE 0 END), 0),
+               COALESCE(SUM(CASE WHEN delivered_at IS NULL AND dead_at IS NOT NULL THEN 1 ELSE 0 END), 0),
+               COALESCE(SUM(CASE WHEN delivered_at IS NOT NULL THEN 1 ELSE 0 END), 0)
+             FROM outbox",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+    }
+}
+
+/// An event the relay may deliver now.
+#[derive(Debug, Clone)]
+pub struct DueEvent {
+    pub event: OutboxEvent,
+    /// Failed attempts so far.
+    pub attempts: i64,
+    /// Sinks that already took it (not sent to again).
+    pub sinks_done: Vec<String>,
+}
+
+/// A failed delivery attempt, as recorded.
+#[derive(Debug)]
+pub struct DeliveryFailure<'a> {
+    pub id: &'a str,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub error: &'a str,
+    pub sinks_done: &'a [String],
+    pub dead: bool,
+}
+
+/// An event that ran out of attempts.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub event: OutboxEvent,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    /// Unix seconds.
+    pub dead_at: Option<i64>,
+    /// Sinks that did take it, comma-separated.
+    pub sinks_done: String,
+}
+
+fn event_from_row(row: &sqlx::any::AnyRow) -> sqlx::Result<OutboxEvent> {
+    let payload: String = row.try_get(3)?;
+    Ok(OutboxEvent {
+        id: row.try_get(0)?,
+        event_type: row.try_get(1)?,
+        aggregate_id: row.try_get(2)?,
+        payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+    })
 }
 
 async fn insert_event(

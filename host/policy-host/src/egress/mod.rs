@@ -218,7 +218,10 @@ impl EgressGateway {
         })?;
 
         let state = self.state_for(plugin, rule);
-        let cacheable = request.method() == Method::GET && used_secrets.is_empty();
+        // A shared cache never stores answers to credentialed requests (RFC 9111 §3.5).
+        let cacheable = request.method() == Method::GET
+            && used_secrets.is_empty()
+            && !request.headers().contains_key(http::header::AUTHORIZATION);
         let result = if cacheable {
             let key = request.uri().to_string();
             if let Some(entry) = self.cache.get(&key).await {

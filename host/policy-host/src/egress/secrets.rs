@@ -49,6 +49,12 @@ impl SecretStore {
         Ok(Self { values })
     }
 
+    /// The value of the secret called `name`, for host code that authenticates itself (never
+    /// for plugins: they only ever get placeholders substituted at the boundary).
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
     /// Replaces every placeholder in `text`. Fails, naming the secret, when a placeholder names
     /// a secret that is unknown or not in `allowed` (the destination's bindings). Returns the
     /// values used, for scrubbing the response.

@@ -1,0 +1,246 @@
+//! OAuth 2.0 client-credentials access tokens for calls to internal services (RFC 6749 §4.4).
+//!
+//! One token is fetched, shared by every call, and refreshed shortly before it expires; callers
+//! that arrive while a fetch is running wait for that fetch instead of starting their own. The
+//! token is only ever attached by [`super::InternalClient`], which only calls configured
+//! internal services: plugins' egress (HIBP, CAPTCHA providers) has no way to reach it.
+
+use super::OutboundError;
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{Method, Request, header};
+use policy_host::egress::{
+    EgressGateway, PluginEgress,
+    config::{CallPolicy, DestinationConfig, SecretSource},
+    secrets::SecretStore,
+};
+use serde::Deserialize;
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+/// `[service-auth]`: where and how the service obtains its access token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClientCredentialsConfig {
+    /// The token endpoint (`token-url`), e.g. `https://auth.internal/oauth2/token`.
+    pub token_url: String,
+    /// This service's client id (`client-id`).
+    pub client_id: String,
+    /// Where the client secret comes from (`client-secret = { env = "..." }` or `{ file = ... }`).
+    pub client_secret: SecretSource,
+    /// Scope to ask for (`scope`), space-separated.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Audience to ask for (`audience`; some providers need one).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Refresh this long before the token expires (`refresh-before-s`); short-lived tokens are
+    /// refreshed at half their lifetime at the latest.
+    #[serde(default = "default_refresh_before_s")]
+    pub refresh_before_s: u64,
+    /// Allow the token endpoint on a private or loopback address (`allow-private`, default on:
+    /// identity providers are usually internal).
+    #[serde(default = "default_true")]
+    pub allow_private: bool,
+}
+
+fn default_refresh_before_s() -> u64 {
+    60
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A token and when to stop using it.
+#[derive(Clone)]
+struct AccessToken {
+    value: Arc<str>,
+    refresh_at: Instant,
+    expires_at: Instant,
+}
+
+/// The token endpoint's success answer (RFC 6749 §5.1).
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    token_type: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+/// Lifetime assumed when the endpoint does not say (`expires_in` is optional).
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+/// Longest a token request may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Fetches, caches and refreshes the access token.
+pub struct TokenSource {
+    config: ClientCredentialsConfig,
+    /// `Basic base64(id:secret)`, built once: the secret stays in this process's memory only.
+    basic_credentials: String,
+    gateway: Arc<EgressGateway>,
+    egress: PluginEgress,
+    current: tokio::sync::Mutex<Option<AccessToken>>,
+    fetches: AtomicU64,
+}
+
+impl TokenSource {
+    /// Reads the client secret and checks the token URL.
+    pub fn new(
+        config: ClientCredentialsConfig,
+        gateway: Arc<EgressGateway>,
+        defaults: &CallPolicy,
+    ) -> Result<Self, OutboundError> {
+        let misconfigured = |message: String| OutboundError::Misconfigured(message);
+        let secret = SecretStore::load(&BTreeMap::from([(
+            "client-secret".to_owned(),
+            config.client_secret.clone(),
+        )]))
+        .map_err(|error| misconfigured(format!("[service-auth] {error}")))?;
+        let secret = secret
+            .value("client-secret")
+            .ok_or_else(|| misconfigured("[service-auth] client-secret is not set".to_owned()))?;
+        // RFC 6749 §2.3.1: id and secret are form-encoded before the Basic encoding.
+        let encode = |text: &[u8]| form_urlencoded::byte_serialize(text).collect::<String>();
+        let basic_credentials = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                encode(config.client_id.as_bytes()),
+                encode(secret.as_bytes())
+            ))
+        );
+        let egress = PluginEgress::new(
+            "service-auth",
+            &[DestinationConfig {
+                url: config.token_url.clone(),
+                allow_private: config.allow_private,
+                secrets: Vec::new(),
+                cache_ttl: None,
+                idempotency_header: None,
+                policy: None,
+            }],
+            defaults,
+        )
+        .map_err(|error| misconfigured(format!("[service-auth] token-url: {error}")))?;
+        Ok(Self {
+            config,
+            basic_credentials,
+            gateway,
+            egress,
+            current: tokio::sync::Mutex::new(None),
+            fetches: AtomicU64::new(0),
+        })
+    }
+
+    /// How many tokens have been fetched from the endpoint.
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// A token valid now: the cached one, or a fresh one when it is due for refresh. While the
+    /// endpoint fails, a cached token that has not expired yet is still used.
+    pub async fn token(&self) -> Result<Arc<str>, OutboundError> {
+        let mut current = self.current.lock().await;
+        let now = Instant::now();
+        if let Some(token) = current.as_ref().filter(|token| now < token.refresh_at) {
+            return Ok(token.value.clone());
+        }
+        match self.fetch().await {
+            Ok(token) => {
+                let value = token.value.clone();
+                *current = Some(token);
+                Ok(value)
+            }
+            Err(error) => match current.as_ref().filter(|token| now < token.expires_at) {
+                Some(token) => {
+                    tracing::warn!(%error, "token refresh failed; using the current token until it expires");
+                    Ok(token.value.clone())
+                }
+                None => Err(error),
+            },
+        }
+    }
+
+    /// Forgets `rejected` (an upstream answered 401 to it), so the next call fetches a new one.
+    pub async fn invalidate(&self, rejected: &str) {
+        let mut current = self.current.lock().await;
+        if current
+            .as_ref()
+            .is_some_and(|token| &*token.value == rejected)
+        {
+            *current = None;
+        }
+    }
+
+    async fn fetch(&self) -> Result<AccessToken, OutboundError> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("service_auth_token_fetches_total").increment(1);
+        let form = {
+            // The serializer isn't `Send`; finish it before the first await.
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "client_credentials");
+            if let Some(scope) = &self.config.scope {
+                form.append_pair("scope", scope);
+            }
+            if let Some(audience) = &self.config.audience {
+                form.append_pair("audience", audience);
+            }
+            form.finish()
+        };
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(&self.config.token_url)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json")
+            .header(header::AUTHORIZATION, &self.basic_credentials)
+            .body(Bytes::from(form))
+            .map_err(|error| OutboundError::Misconfigured(format!("token request: {error}")))?;
+        let started = Instant::now();
+        let response = self
+            .gateway
+            .send(&self.egress, request, None, started + FETCH_TIMEOUT)
+            .await
+            .map_err(|error| OutboundError::Token(format!("token endpoint: {error}")))?;
+        if !response.status.is_success() {
+            return Err(OutboundError::Token(format!(
+                "token endpoint answered {}",
+                response.status
+            )));
+        }
+        let parsed: TokenResponse = serde_json::from_slice(&response.body).map_err(|error| {
+            OutboundError::Token(format!("token endpoint sent an unreadable answer: {error}"))
+        })?;
+        if !parsed.token_type.eq_ignore_ascii_case("bearer") {
+            return Err(OutboundError::Token(format!(
+                "token endpoint sent a {:?} token; only bearer tokens are supported",
+                parsed.token_type
+            )));
+        }
+        if parsed.access_token.is_empty()
+            || http::HeaderValue::from_str(&format!("Bearer {}", parsed.access_token)).is_err()
+        {
+            return Err(OutboundError::Token(
+                "token endpoint sent an empty or malformed access token".to_owned(),
+            ));
+        }
+        let lifetime = parsed
+            .expires_in
+            .map_or(DEFAULT_LIFETIME, Duration::from_secs);
+        let refresh_in = lifetime
+            .saturating_sub(Duration::from_secs(self.config.refresh_before_s))
+            .max(lifetime / 2);
+        Ok(AccessToken {
+            value: parsed.access_token.into(),
+            refresh_at: started + refresh_in,
+            expires_at: started + lifetime,
+        })
+    }
+}

@@ -1,0 +1,192 @@
+//! Where the relay delivers events: an HTTP event endpoint, a JSON-lines file, and the direct
+//! `POST /notifications/email` fallback for password resets.
+
+use crate::{
+    outbound::{InternalClient, InternalRequest},
+    store::OutboxEvent,
+};
+use bytes::Bytes;
+use http::Method;
+use serde::Deserialize;
+use serde_json::json;
+use std::{io::Write, path::PathBuf, sync::Arc, time::Duration};
+
+/// One configured sink (`[[events.sinks]]`, told apart by `kind`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(
+    tag = "kind",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    deny_unknown_fields
+)]
+pub enum SinkConfig {
+    /// `POST <service><path>` with the event envelope as the body and `Idempotency-Key: <event
+    /// id>`; any 2xx is a delivery.
+    Http {
+        /// Name recorded per event (default `http`); change it and events are sent again.
+        #[serde(default)]
+        name: Option<String>,
+        /// Logical service name, e.g. `notification-service`.
+        service: String,
+        /// Path of the event endpoint (default `/events`).
+        #[serde(default = "default_events_path")]
+        path: String,
+    },
+    /// One JSON line per event appended to `path`, synced to disk before it counts.
+    File {
+        #[serde(default)]
+        name: Option<String>,
+        path: PathBuf,
+    },
+    /// The direct notification call, for Notification Services that take them:
+    /// `PasswordResetRequestedEventV1` becomes `POST <service>/notifications/email`; other event
+    /// types are not for this sink and count as delivered.
+    NotificationEmail {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default = "default_notification_service")]
+        service: String,
+        #[serde(default = "default_email_path")]
+        path: String,
+    },
+}
+
+fn default_events_path() -> String {
+    "/events".to_owned()
+}
+
+fn default_notification_service() -> String {
+    "notification-service".to_owned()
+}
+
+fn default_email_path() -> String {
+    "/notifications/email".to_owned()
+}
+
+impl SinkConfig {
+    /// The name deliveries are recorded under.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Http { name, .. } => name.clone().unwrap_or_else(|| "http".to_owned()),
+            Self::File { name, .. } => name.clone().unwrap_or_else(|| "file".to_owned()),
+            Self::NotificationEmail { name, .. } => name
+                .clone()
+                .unwrap_or_else(|| "notification-email".to_owned()),
+        }
+    }
+}
+
+/// A sink ready to deliver.
+pub struct Sink {
+    name: String,
+    config: SinkConfig,
+    client: Arc<InternalClient>,
+    /// Serialises appends to the file (lines must not interleave).
+    file_lock: tokio::sync::Mutex<()>,
+}
+
+impl Sink {
+    pub fn new(config: SinkConfig, client: Arc<InternalClient>) -> Self {
+        Self {
+            name: config.name(),
+            config,
+            client,
+            file_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The name deliveries are recorded under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Delivers one event; `Err` says why it did not count.
+    pub async fn deliver(&self, event: &OutboxEvent, timeout: Duration) -> Result<(), String> {
+        match &self.config {
+            SinkConfig::Http { service, path, .. } => {
+                let body = serde_json::to_vec(&event.payload)
+                    .map_err(|error| format!("cannot encode the event: {error}"))?;
+                self.post(service, path, Bytes::from(body), &event.id, timeout)
+                    .await
+            }
+            SinkConfig::File { path, .. } => {
+                let _appending = self.file_lock.lock().await;
+                let path = path.clone();
+                let line = format!("{}\n", event.payload);
+                tokio::task::spawn_blocking(move || append_line(&path, line.as_bytes()))
+                    .await
+                    .map_err(|error| format!("file sink task failed: {error}"))?
+            }
+            SinkConfig::NotificationEmail { service, path, .. } => {
+                if event.event_type != "PasswordResetRequestedEventV1" {
+                    return Ok(());
+                }
+                let data = &event.payload["data"];
+                let (Some(to), Some(reset_link)) =
+                    (data["email"].as_str(), data["resetLink"].as_str())
+                else {
+                    return Err("the event has no email or resetLink".to_owned());
+                };
+                let body = json!({
+                    "to": to,
+                    "templateId": "password-reset",
+                    "context": { "resetLink": reset_link, "userName": data["userName"] },
+                });
+                self.post(
+                    service,
+                    path,
+                    Bytes::from(body.to_string()),
+                    &event.id,
+                    timeout,
+                )
+                .await
+            }
+        }
+    }
+
+    async fn post(
+        &self,
+        service: &str,
+        path: &str,
+        body: Bytes,
+        event_id: &str,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let response = self
+            .client
+            .send(&InternalRequest {
+                service,
+                method: Method::POST,
+                path,
+                json: Some(body),
+                idempotency_key: Some(event_id),
+                timeout,
+            })
+            .await
+            .map_err(|error| error.to_string())?;
+        if response.status.is_success() {
+            Ok(())
+        } else {
+            let detail = String::from_utf8_lossy(&response.body[..response.body.len().min(200)])
+                .into_owned();
+            Err(format!("{service} answered {}: {detail}", response.status))
+        }
+    }
+}
+
+fn append_line(path: &std::path::Path, line: &[u8]) -> Result<(), String> {
+    let describe = |error: std::io::Error| format!("{}: {error}", path.display());
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent).map_err(describe)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(describe)?;
+    file.write_all(line).map_err(describe)?;
+    file.sync_data().map_err(describe)
+}
