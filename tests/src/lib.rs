@@ -5,7 +5,9 @@
 //! the real [`policy_host::PolicyHost`] from a real directory.
 
 pub mod captcha_vendors;
+pub mod dns;
 pub mod hibp;
+pub mod internal_services;
 pub mod postgres;
 pub mod service;
 pub mod upstream;

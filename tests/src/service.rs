@@ -4,7 +4,7 @@
 use crate::{PluginDir, components};
 use policy_host::egress::config::{DestinationConfig, SecretSource};
 use std::{net::SocketAddr, path::Path};
-use user_service::{AppState, ServiceConfig};
+use user_service::{AppState, ServiceConfig, outbox::sinks::SinkConfig};
 
 /// The admin token the test service is configured with.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
@@ -14,7 +14,8 @@ pub struct TestService {
     pub address: SocketAddr,
     pub state: AppState,
     pub plugins: PluginDir,
-    _data: tempfile::TempDir,
+    /// The service's data directory (database, event file, last known good policies).
+    pub data: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -43,6 +44,17 @@ impl TestService {
         };
         config.plugins.dir = plugins.to_path_buf();
         config.plugins.cache_dir = None;
+        // Everything the service writes stays in the test's directory; the relay is quick.
+        config.events.sinks = vec![SinkConfig::File {
+            name: None,
+            path: data.join("events.jsonl"),
+        }];
+        config.events.poll_interval_ms = 50;
+        config.events.retry_base_ms = 20;
+        config.events.retry_cap_ms = 200;
+        config.security_policies.cache_file = data.join("security-policies.json");
+        config.outbound.defaults.first_byte_timeout = std::time::Duration::from_secs(1);
+        config.outbound.defaults.breaker.open_for = std::time::Duration::from_millis(300);
         config.plugins.slots.insert(
             "breach-check".to_owned(),
             crate::breach_slot(hibp_url, crate::quick_policy(), &[]),
@@ -91,7 +103,7 @@ impl TestService {
             address,
             state,
             plugins,
-            _data: data,
+            data,
             shutdown: Some(shutdown),
         })
     }

@@ -151,13 +151,17 @@ impl Relay {
         let event = &due.event;
         let mut done = due.sinks_done;
         let mut errors = Vec::new();
+        let mut attempted = false;
         for sink in &self.sinks {
             if done.iter().any(|name| name == sink.name()) {
                 continue;
             }
             match sink.deliver(event, timeout).await {
                 Ok(()) => done.push(sink.name().to_owned()),
-                Err(error) => errors.push(format!("{}: {error}", sink.name())),
+                Err(error) => {
+                    attempted |= error.attempted;
+                    errors.push(format!("{}: {}", sink.name(), error.message));
+                }
             }
         }
         if errors.is_empty() {
@@ -165,13 +169,14 @@ impl Relay {
                 .increment(1);
             return self.store.mark_delivered(&event.id, &done).await;
         }
-        let attempts = due.attempts + 1;
+        // Only a sink that was actually tried uses up an attempt (not an open breaker).
+        let attempts = due.attempts + i64::from(attempted);
         let dead = attempts >= i64::from(self.config.max_attempts.max(1));
         let error = errors.join("; ");
         let delay = full_jitter_delay(
             Duration::from_millis(self.config.retry_base_ms),
             Duration::from_millis(self.config.retry_cap_ms),
-            (attempts - 1).clamp(0, 30) as u32,
+            attempts.saturating_sub(1).clamp(0, 30) as u32,
         );
         if dead {
             tracing::error!(event = %event.id, r#type = %event.event_type, attempts, %error, "event moved to the dead letters");

@@ -2,11 +2,12 @@
 //! `POST /notifications/email` fallback for password resets.
 
 use crate::{
-    outbound::{InternalClient, InternalRequest},
+    outbound::{InternalClient, InternalRequest, OutboundError},
     store::OutboxEvent,
 };
 use bytes::Bytes;
 use http::Method;
+use policy_host::egress::EgressError;
 use serde::Deserialize;
 use serde_json::json;
 use std::{io::Write, path::PathBuf, sync::Arc, time::Duration};
@@ -76,6 +77,24 @@ impl SinkConfig {
     }
 }
 
+/// Why a delivery did not count.
+#[derive(Debug)]
+pub struct DeliveryError {
+    pub message: String,
+    /// False when nothing was sent because the destination's circuit breaker is open: such a
+    /// failure does not use up one of the event's attempts.
+    pub attempted: bool,
+}
+
+impl DeliveryError {
+    fn attempted(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            attempted: true,
+        }
+    }
+}
+
 /// A sink ready to deliver.
 pub struct Sink {
     name: String,
@@ -101,11 +120,16 @@ impl Sink {
     }
 
     /// Delivers one event; `Err` says why it did not count.
-    pub async fn deliver(&self, event: &OutboxEvent, timeout: Duration) -> Result<(), String> {
+    pub async fn deliver(
+        &self,
+        event: &OutboxEvent,
+        timeout: Duration,
+    ) -> Result<(), DeliveryError> {
         match &self.config {
             SinkConfig::Http { service, path, .. } => {
-                let body = serde_json::to_vec(&event.payload)
-                    .map_err(|error| format!("cannot encode the event: {error}"))?;
+                let body = serde_json::to_vec(&event.payload).map_err(|error| {
+                    DeliveryError::attempted(format!("cannot encode the event: {error}"))
+                })?;
                 self.post(service, path, Bytes::from(body), &event.id, timeout)
                     .await
             }
@@ -115,7 +139,9 @@ impl Sink {
                 let line = format!("{}\n", event.payload);
                 tokio::task::spawn_blocking(move || append_line(&path, line.as_bytes()))
                     .await
-                    .map_err(|error| format!("file sink task failed: {error}"))?
+                    .map_err(|error| format!("file sink task failed: {error}"))
+                    .flatten()
+                    .map_err(DeliveryError::attempted)
             }
             SinkConfig::NotificationEmail { service, path, .. } => {
                 if event.event_type != "PasswordResetRequestedEventV1" {
@@ -125,7 +151,9 @@ impl Sink {
                 let (Some(to), Some(reset_link)) =
                     (data["email"].as_str(), data["resetLink"].as_str())
                 else {
-                    return Err("the event has no email or resetLink".to_owned());
+                    return Err(DeliveryError::attempted(
+                        "the event has no email or resetLink",
+                    ));
                 };
                 let body = json!({
                     "to": to,
@@ -151,7 +179,7 @@ impl Sink {
         body: Bytes,
         event_id: &str,
         timeout: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), DeliveryError> {
         let response = self
             .client
             .send(&InternalRequest {
@@ -163,13 +191,25 @@ impl Sink {
                 timeout,
             })
             .await
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| DeliveryError {
+                attempted: !matches!(
+                    error,
+                    OutboundError::Egress {
+                        source: EgressError::BreakerOpen { .. },
+                        ..
+                    }
+                ),
+                message: error.to_string(),
+            })?;
         if response.status.is_success() {
             Ok(())
         } else {
             let detail = String::from_utf8_lossy(&response.body[..response.body.len().min(200)])
                 .into_owned();
-            Err(format!("{service} answered {}: {detail}", response.status))
+            Err(DeliveryError::attempted(format!(
+                "{service} answered {}: {detail}",
+                response.status
+            )))
         }
     }
 }

@@ -1,0 +1,690 @@
+//! The service's own outbound calls, end to end: events through the outbox to a consumer and a
+//! file, the direct notification fallback, dead letters and replay, security policies from a
+//! Configuration Service, discovery through DNS, and client-credentials tokens.
+
+use harness::{
+    captcha_vendors::{CaptchaServer, Vendor},
+    dns::{TestDnsServer, TestRecord},
+    hibp::HibpServer,
+    internal_services::{
+        CLIENT_ID, CLIENT_SECRET, ConfigService, Health, ResourceServer, TokenEndpoint,
+    },
+    service::{ADMIN_TOKEN, TestService},
+    wait_until,
+};
+use policy_host::egress::config::SecretSource;
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use std::{collections::BTreeMap, path::Path, time::Duration};
+use user_service::{
+    ServiceConfig,
+    outbound::{discovery::ServiceLocation, token::ClientCredentialsConfig},
+    outbox::sinks::SinkConfig,
+};
+
+const PASSWORD: &str = "correct horse battery staple";
+const NEW_PASSWORD: &str = "tremendous violet harbour lantern";
+
+async fn post(client: &Client, url: String, body: Value) -> (StatusCode, Value) {
+    let response = client.post(url).json(&body).send().await.expect("request");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn admin(client: &Client, method: reqwest::Method, url: String) -> (StatusCode, Value) {
+    let response = client
+        .request(method, url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("admin request");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn service_at(config: &mut ServiceConfig, name: &str, url: &str) {
+    config.services.insert(
+        name.to_owned(),
+        ServiceLocation {
+            url: Some(url.to_owned()),
+            ..ServiceLocation::default()
+        },
+    );
+}
+
+fn event_sink(config: &mut ServiceConfig, file: Option<&Path>) {
+    config.events.sinks = vec![SinkConfig::Http {
+        name: None,
+        service: "event-consumer".to_owned(),
+        path: "/events".to_owned(),
+    }];
+    if let Some(file) = file {
+        config.events.sinks.push(SinkConfig::File {
+            name: None,
+            path: file.to_path_buf(),
+        });
+    }
+}
+
+fn email_sink(config: &mut ServiceConfig) {
+    config.events.sinks = vec![SinkConfig::NotificationEmail {
+        name: None,
+        service: "notification-service".to_owned(),
+        path: "/notifications/email".to_owned(),
+    }];
+}
+
+fn service_auth(config: &mut ServiceConfig, tokens: &TokenEndpoint) {
+    config.service_auth = Some(ClientCredentialsConfig {
+        token_url: tokens.token_url(),
+        client_id: CLIENT_ID.to_owned(),
+        client_secret: SecretSource::Value(CLIENT_SECRET.to_owned()),
+        scope: Some("notifications:write config:read".to_owned()),
+        audience: None,
+        refresh_before_s: 60,
+        allow_private: true,
+    });
+}
+
+async fn register(client: &Client, service: &TestService, email: &str) -> Value {
+    let (status, body) = post(
+        client,
+        service.url("/v1/users"),
+        json!({ "email": email, "password": PASSWORD, "display_name": "Ana Silva" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+async fn request_reset(client: &Client, service: &TestService, email: &str) {
+    let (status, body) = post(
+        client,
+        service.url("/v1/password/reset-requests"),
+        json!({ "email": email }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+}
+
+#[tokio::test]
+async fn every_event_type_reaches_the_consumer_once_in_order_and_the_file() {
+    let hibp = HibpServer::start(&[]).await;
+    let consumer = ResourceServer::start("/events", None).await;
+    let file = tempfile::tempdir().unwrap();
+    let events_file = file.path().join("events.jsonl");
+    let service = TestService::start(&hibp.server.url(), None, |config| {
+        service_at(config, "event-consumer", &consumer.url());
+        event_sink(config, Some(&events_file));
+    })
+    .await
+    .unwrap();
+    let client = Client::new();
+
+    let user = register(&client, &service, "ana@example.org").await;
+    let (status, _) = post(
+        &client,
+        service.url("/v1/password/change"),
+        json!({ "email": "ana@example.org", "current_password": PASSWORD, "new_password": NEW_PASSWORD }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    request_reset(&client, &service, "ana@example.org").await;
+
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            consumer.accepted().len() >= 3
+        })
+        .await
+        .is_some(),
+        "events delivered: {:?}",
+        consumer.accepted()
+    );
+    let accepted = consumer.accepted();
+    let types: Vec<&str> = accepted
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "UserRegisteredEventV1",
+            "PasswordChangedEventV1",
+            "PasswordResetRequestedEventV1"
+        ],
+        "one user's events arrive in the order they happened"
+    );
+    for event in &accepted {
+        assert_eq!(event["version"], 1);
+        assert_eq!(
+            event["_idempotencyKey"], event["id"],
+            "Idempotency-Key is the event id"
+        );
+        assert_eq!(event["data"]["userId"], user["id"]);
+        assert!(event["occurredAt"].as_i64().unwrap() > 1_700_000_000);
+        assert!(event["data"]["request"]["clientIp"].is_string());
+        let text = event.to_string();
+        assert!(
+            !text.contains(PASSWORD) && !text.contains(NEW_PASSWORD),
+            "no password in {text}"
+        );
+    }
+    let reset = &accepted[2]["data"];
+    let token = reset["resetToken"].as_str().unwrap();
+    assert!(reset["resetLink"].as_str().unwrap().ends_with(token));
+    assert!(reset["expiresAt"].as_i64().is_some());
+
+    // The reset event's token completes the reset, and that is the fourth event.
+    let (status, _) = post(
+        &client,
+        service.url("/v1/password/resets"),
+        json!({ "token": token, "new_password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    wait_until(Duration::from_secs(10), || async {
+        consumer.accepted().len() >= 4
+    })
+    .await;
+    assert_eq!(consumer.accepted()[3]["data"]["reason"], "reset");
+
+    // The file sink got the same events, one JSON line each.
+    let lines: Vec<Value> = std::fs::read_to_string(&events_file)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let ids = |events: &[Value]| events.iter().map(|e| e["id"].clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&lines), ids(&consumer.accepted()));
+    let (_, counts) = admin(&client, reqwest::Method::GET, service.url("/admin/outbox")).await;
+    assert_eq!(
+        counts,
+        json!({ "pending": 0, "deadLetters": 0, "delivered": 4 })
+    );
+}
+
+#[tokio::test]
+async fn a_notification_service_that_is_down_gets_every_reset_after_it_recovers() {
+    let hibp = HibpServer::start(&[]).await;
+    let notifications = ResourceServer::start("/notifications/email", None).await;
+    notifications.set_health(Health::Down);
+    let service = TestService::start(&hibp.server.url(), None, |config| {
+        service_at(config, "notification-service", &notifications.url());
+        email_sink(config);
+        config.flows.reset_link = "https://app.example.org/reset?token={token}".to_owned();
+        config.events.max_attempts = 1000;
+    })
+    .await
+    .unwrap();
+    let client = Client::new();
+    let users = ["a@example.org", "b@example.org", "c@example.org"];
+    for user in users {
+        register(&client, &service, user).await;
+    }
+    for user in users {
+        let started = std::time::Instant::now();
+        request_reset(&client, &service, user).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a failing Notification Service never holds up the request"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(notifications.accepted().is_empty());
+    assert!(
+        notifications.server.request_count() > 3,
+        "the relay kept retrying while the service was down"
+    );
+    notifications.set_health(Health::Up);
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            notifications.accepted().len() >= 3
+        })
+        .await
+        .is_some()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let emails = notifications.accepted();
+    assert_eq!(
+        emails.len(),
+        3,
+        "each reset notified exactly once: {emails:?}"
+    );
+    let mut recipients: Vec<&str> = emails.iter().map(|e| e["to"].as_str().unwrap()).collect();
+    recipients.sort();
+    assert_eq!(recipients, users);
+    for email in &emails {
+        assert_eq!(email["templateId"], "password-reset");
+        assert_eq!(email["context"]["userName"], "Ana Silva");
+        let link = email["context"]["resetLink"].as_str().unwrap();
+        assert!(
+            link.starts_with("https://app.example.org/reset?token="),
+            "{link}"
+        );
+    }
+    // The emailed link works.
+    let link = emails[0]["context"]["resetLink"].as_str().unwrap();
+    let token = link.rsplit_once('=').unwrap().1;
+    let (status, body) = post(
+        &client,
+        service.url("/v1/password/resets"),
+        json!({ "token": token, "new_password": NEW_PASSWORD }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+}
+
+#[tokio::test]
+async fn a_poison_event_goes_to_the_dead_letters_and_can_be_replayed() {
+    let hibp = HibpServer::start(&[]).await;
+    let consumer = ResourceServer::start("/events", None).await;
+    consumer.reject_containing(Some("poison@example.org"));
+    let service = TestService::start(&hibp.server.url(), None, |config| {
+        service_at(config, "event-consumer", &consumer.url());
+        event_sink(config, None);
+        config.events.max_attempts = 3;
+    })
+    .await
+    .unwrap();
+    let client = Client::new();
+    let poison = register(&client, &service, "poison@example.org").await;
+    register(&client, &service, "fine@example.org").await;
+
+    let dead_letters = || async {
+        admin(
+            &client,
+            reqwest::Method::GET,
+            service.url("/admin/outbox/dead-letters"),
+        )
+        .await
+        .1["deadLetters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            !dead_letters().await.is_empty()
+        })
+        .await
+        .is_some()
+    );
+    let letters = dead_letters().await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["type"], "UserRegisteredEventV1");
+    assert_eq!(letters[0]["aggregateId"], poison["id"]);
+    assert_eq!(letters[0]["attempts"], 3);
+    assert!(
+        letters[0]["lastError"].as_str().unwrap().contains("422"),
+        "{letters:?}"
+    );
+    // The other user's event was not held up by it.
+    assert_eq!(consumer.accepted().len(), 1);
+    assert_eq!(consumer.accepted()[0]["data"]["email"], "fine@example.org");
+
+    // Fixed consumer, replay: delivered, dead letters empty.
+    consumer.reject_containing(None);
+    let id = letters[0]["id"].as_str().unwrap();
+    let (status, _) = admin(
+        &client,
+        reqwest::Method::POST,
+        service.url(&format!("/admin/outbox/dead-letters/{id}/replay")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            consumer.accepted().len() == 2
+        })
+        .await
+        .is_some()
+    );
+    assert_eq!(consumer.accepted()[1]["id"], id);
+    assert!(dead_letters().await.is_empty());
+    let (status, _) = admin(
+        &client,
+        reqwest::Method::POST,
+        service.url(&format!("/admin/outbox/dead-letters/{id}/replay")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing left to replay");
+}
+
+fn policy(min_length: u32, domains: &[&str]) -> Value {
+    json!({
+        "version": format!("min-{min_length}"),
+        "password": { "minLength": min_length },
+        "breach": { "maxBreaches": 0 },
+        "tenants": { "acme": { "allowedEmailDomains": domains } },
+    })
+}
+
+async fn password_allowed(client: &Client, service: &TestService, password: &str) -> bool {
+    let (status, body) = post(
+        client,
+        service.url("/v1/password/check"),
+        json!({ "password": password }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["verdict"] == "allow"
+}
+
+async fn policy_status(client: &Client, service: &TestService) -> Value {
+    admin(
+        client,
+        reqwest::Method::GET,
+        service.url("/admin/security-policies"),
+    )
+    .await
+    .1
+}
+
+fn config_service(config: &mut ServiceConfig, url: &str, cache_file: &Path) {
+    service_at(config, "configuration-service", url);
+    config.security_policies.service = Some("configuration-service".to_owned());
+    config.security_policies.refresh_interval_ms = 200;
+    config.security_policies.start_timeout_ms = 1000;
+    config.security_policies.cache_file = cache_file.to_path_buf();
+}
+
+#[tokio::test]
+async fn policies_apply_without_restart_survive_garbage_and_an_outage_at_start() {
+    let hibp = HibpServer::start(&[]).await;
+    let upstream = ConfigService::start(&policy(16, &["acme.com"]), None).await;
+    let cache = tempfile::tempdir().unwrap();
+    let cache_file = cache.path().join("policies.json");
+    let service = TestService::start(&hibp.server.url(), None, |config| {
+        config_service(config, &upstream.url(), &cache_file);
+    })
+    .await
+    .unwrap();
+    let client = Client::new();
+    let fourteen = "plum quiet orb";
+    assert_eq!(fourteen.len(), 14);
+    assert!(
+        !password_allowed(&client, &service, fourteen).await,
+        "min 16 in force from the start"
+    );
+    assert_eq!(
+        policy_status(&client, &service).await["source"],
+        "configuration-service"
+    );
+
+    // Allowed email domains per tenant.
+    let (status, body) = post(
+        &client,
+        service.url("/v1/users"),
+        json!({ "email": "eve@evil.example", "password": PASSWORD, "tenant": "acme" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .ends_with(":email-domain-not-allowed"),
+        "{body}"
+    );
+    let (status, _) = post(
+        &client,
+        service.url("/v1/users"),
+        json!({ "email": "ann@acme.com", "password": PASSWORD, "tenant": "acme" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // A change upstream applies within a refresh interval, without a restart.
+    upstream.serve(&policy(12, &["acme.com", "evil.example"]));
+    assert!(
+        wait_until(Duration::from_secs(3), || async {
+            password_allowed(&client, &service, fourteen).await
+        })
+        .await
+        .is_some(),
+        "min 12 applied"
+    );
+    let (status, _) = post(
+        &client,
+        service.url("/v1/users"),
+        json!({ "email": "eve@evil.example", "password": PASSWORD, "tenant": "acme" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // Garbage keeps the previous policy and is reported.
+    upstream.serve_raw(200, b"<html>502 Bad Gateway</html>");
+    assert!(
+        wait_until(Duration::from_secs(3), || async {
+            policy_status(&client, &service).await["lastError"].is_string()
+        })
+        .await
+        .is_some()
+    );
+    let status = policy_status(&client, &service).await;
+    assert_eq!(status["version"], "min-12", "{status}");
+    assert!(
+        status["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("not a security-policy document")
+    );
+    assert!(password_allowed(&client, &service, fourteen).await);
+    upstream.serve(&json!({ "password": { "minLength": "sixteen" } }));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        password_allowed(&client, &service, fourteen).await,
+        "wrong types are garbage too"
+    );
+    drop(service);
+
+    // Configuration Service down at start: the last known good copy (min 12) is used.
+    let down = harness::upstream::closed_port().await;
+    let restarted = TestService::start(&hibp.server.url(), None, |config| {
+        config_service(config, &format!("http://127.0.0.1:{down}"), &cache_file);
+    })
+    .await
+    .unwrap();
+    let status = policy_status(&client, &restarted).await;
+    assert_eq!(status["source"], "last-known-good", "{status}");
+    assert_eq!(status["version"], "min-12");
+    assert!(password_allowed(&client, &restarted, fourteen).await);
+    assert!(!password_allowed(&client, &restarted, "plum quiet").await);
+
+    // ...and with no copy either, the file configuration.
+    let empty = cache.path().join("none.json");
+    let bare = TestService::start(&hibp.server.url(), None, |config| {
+        config_service(config, &format!("http://127.0.0.1:{down}"), &empty);
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        policy_status(&client, &bare).await["source"],
+        "file-configuration"
+    );
+}
+
+#[tokio::test]
+async fn one_token_serves_many_calls_is_refreshed_and_never_leaves_for_hibp_or_captcha() {
+    let hibp = HibpServer::start(&[]).await;
+    let turnstile = CaptchaServer::start(Vendor::Turnstile).await;
+    // Lifetime 8 s: refreshed at half of it (the 60 s margin is longer than the lifetime).
+    let tokens = TokenEndpoint::start(8).await;
+    let before_start = std::time::Instant::now();
+    let notifications =
+        ResourceServer::start("/notifications/email", Some(tokens.book.clone())).await;
+    let upstream = ConfigService::start(&policy(8, &[]), Some(tokens.book.clone())).await;
+    let cache = tempfile::tempdir().unwrap();
+    let service = TestService::start(
+        &hibp.server.url(),
+        Some(&turnstile.server.url()),
+        |config| {
+            service_at(config, "notification-service", &notifications.url());
+            email_sink(config);
+            service_auth(config, &tokens);
+            config_service(config, &upstream.url(), &cache.path().join("p.json"));
+            config.security_policies.refresh_interval_ms = 60_000;
+            config.flows.captcha_on_register = true;
+        },
+    )
+    .await
+    .unwrap();
+    // The first token was fetched between `before_start` and now (for the config fetch).
+    let after_start = std::time::Instant::now();
+    let client = Client::new();
+    assert_eq!(
+        policy_status(&client, &service).await["source"],
+        "configuration-service"
+    );
+
+    for n in 0..5 {
+        let email = format!("user{n}@example.org");
+        let (status, body) = post(
+            &client,
+            service.url("/v1/users"),
+            json!({ "email": email, "password": PASSWORD, "captcha_token": format!("reg-{n}") }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, _) = post(
+            &client,
+            service.url("/v1/password/reset-requests"),
+            json!({ "email": email, "captcha_token": format!("reset-{n}") }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            notifications.accepted().len() == 5
+        })
+        .await
+        .is_some()
+    );
+    assert!(
+        before_start.elapsed() < Duration::from_secs(4),
+        "the batch ran within the token's first half-life"
+    );
+    assert_eq!(
+        tokens.issued(),
+        1,
+        "one token for the config fetch and five notifications"
+    );
+
+    // Past half its lifetime the token is refreshed before use.
+    tokio::time::sleep(Duration::from_millis(4300).saturating_sub(after_start.elapsed())).await;
+    request_reset_with_captcha(&client, &service, "user0@example.org", "again-0").await;
+    wait_until(Duration::from_secs(5), || async {
+        notifications.accepted().len() == 6
+    })
+    .await;
+    assert_eq!(tokens.issued(), 2);
+
+    // A revoked token: one 401, one refresh, one retry, delivered.
+    tokens.revoke_all();
+    request_reset_with_captcha(&client, &service, "user1@example.org", "again-1").await;
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            notifications.accepted().len() == 7
+        })
+        .await
+        .is_some()
+    );
+    assert_eq!(tokens.issued(), 3);
+
+    // The token never went to HIBP or the CAPTCHA provider.
+    assert!(hibp.server.request_count() >= 1 && turnstile.server.request_count() >= 10);
+    for request in hibp
+        .server
+        .requests()
+        .iter()
+        .chain(turnstile.server.requests().iter())
+    {
+        assert!(
+            request.header("authorization").is_none(),
+            "{}",
+            request.everything()
+        );
+        for token in tokens.all_tokens() {
+            assert!(!request.everything().contains(&token));
+        }
+    }
+    // ...and every internal call carried one.
+    for request in notifications
+        .server
+        .requests()
+        .iter()
+        .chain(upstream.server.requests().iter())
+    {
+        assert!(
+            request
+                .header("authorization")
+                .is_some_and(|value| value.starts_with("Bearer access-token-"))
+        );
+    }
+}
+
+async fn request_reset_with_captcha(
+    client: &Client,
+    service: &TestService,
+    email: &str,
+    captcha: &str,
+) {
+    let (status, _) = post(
+        client,
+        service.url("/v1/password/reset-requests"),
+        json!({ "email": email, "captcha_token": captcha }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn discovery_finds_the_notification_service_through_dns_srv() {
+    let hibp = HibpServer::start(&[]).await;
+    let notifications = ResourceServer::start("/notifications/email", None).await;
+    let dns = TestDnsServer::start(vec![
+        TestRecord::Srv {
+            name: "_http._tcp.notification-service.service.consul".to_owned(),
+            priority: 1,
+            weight: 10,
+            port: notifications.server.port(),
+            target: "node-1.node.consul".to_owned(),
+            ttl: 30,
+        },
+        TestRecord::A {
+            name: "node-1.node.consul".to_owned(),
+            ip: std::net::Ipv4Addr::LOCALHOST,
+            ttl: 30,
+        },
+    ])
+    .await;
+    let service = TestService::start(&hibp.server.url(), None, |config| {
+        config.services = BTreeMap::from([(
+            "notification-service".to_owned(),
+            ServiceLocation {
+                srv: Some("_http._tcp.notification-service.service.consul".to_owned()),
+                dns_servers: vec![dns.address()],
+                ..ServiceLocation::default()
+            },
+        )]);
+        email_sink(config);
+    })
+    .await
+    .unwrap();
+    let client = Client::new();
+    register(&client, &service, "ana@example.org").await;
+    request_reset(&client, &service, "ana@example.org").await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            notifications.accepted().len() == 1
+        })
+        .await
+        .is_some()
+    );
+    assert!(
+        dns.queries().iter().any(
+            |(name, kind)| kind == "SRV" && name.starts_with("_http._tcp.notification-service")
+        )
+    );
+}
