@@ -113,6 +113,24 @@ impl TestService {
         format!("http://{}{path}", self.address)
     }
 
+    /// Waits until the relay has delivered every event (the outbox has none pending), then
+    /// returns the events the default file sink received, in delivery order.
+    pub async fn delivered_events(&self) -> Vec<serde_json::Value> {
+        let drained = crate::wait_until(std::time::Duration::from_secs(10), || async {
+            matches!(self.state.store.outbox_counts().await, Ok((0, _, _)))
+        })
+        .await;
+        assert!(
+            drained.is_some(),
+            "the outbox relay did not drain the outbox"
+        );
+        std::fs::read_to_string(self.data.path().join("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("one JSON event per line"))
+            .collect()
+    }
+
     /// Publishes the "next" password-policy version into the plugin directory.
     pub fn publish_next_password_policy(&self) -> anyhow::Result<()> {
         self.plugins.publish(

@@ -299,13 +299,13 @@ async fn reset_is_enumeration_safe_single_use_and_checked() {
         "same answer either way"
     );
 
-    let events = service.state.store.pending_events().await.unwrap();
+    let events = service.delivered_events().await;
     let requested: Vec<_> = events
         .iter()
-        .filter(|event| event.event_type == "PasswordResetRequestedEventV1")
+        .filter(|event| event["type"] == "PasswordResetRequestedEventV1")
         .collect();
     assert_eq!(requested.len(), 1, "only the real account got a reset");
-    let token = requested[0].payload["data"]["resetToken"]
+    let token = requested[0]["data"]["resetToken"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -365,13 +365,10 @@ async fn reset_is_enumeration_safe_single_use_and_checked() {
     let (status, _) = post(&client, service.url("/v1/password/change"), json!({ "email": "reset@example.org", "current_password": "wrong", "new_password": "the fourth passphrase of the year" })).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let kinds: Vec<String> = service
-        .state
-        .store
-        .pending_events()
+        .delivered_events()
         .await
-        .unwrap()
         .into_iter()
-        .map(|event| event.event_type)
+        .map(|event| event["type"].as_str().unwrap_or_default().to_owned())
         .collect();
     assert_eq!(
         kinds,
