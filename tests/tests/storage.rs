@@ -3,7 +3,7 @@
 
 use harness::{hibp::HibpServer, postgres, service::TestService};
 use serde_json::json;
-use user_service::store::{OutboxEvent, Store, User, random_id};
+use user_service::store::{DeliveryFailure, OutboxEvent, Store, User, now_micros, random_id};
 
 fn user(email: &str) -> User {
     User {
@@ -158,6 +158,98 @@ async fn storage_contract(url: &str) {
         ],
         "events in write order; the failed attempts wrote none"
     );
+    outbox_delivery_contract(&store, &ann.id).await;
+}
+
+/// The relay's view of the outbox: one eligible event per user, leases, failures, dead
+/// letters, replay. `ann` has four undelivered events (above).
+async fn outbox_delivery_contract(store: &Store, ann: &str) {
+    let now = now_micros();
+    let due = store.due_events(now, 100).await.unwrap();
+    assert_eq!(due.len(), 1, "only the oldest event of a user is eligible");
+    let first = due[0].event.clone();
+    assert_eq!(first.event_type, "UserRegisteredEventV1");
+    assert_eq!(first.aggregate_id, ann);
+    assert_eq!((due[0].attempts, due[0].sinks_done.len()), (0, 0));
+
+    assert!(
+        store
+            .claim_event(&first.id, now, now + 1_000_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_event(&first.id, now, now + 1_000_000)
+            .await
+            .unwrap(),
+        "a live lease keeps other relays out"
+    );
+    assert!(store.due_events(now, 100).await.unwrap().is_empty());
+
+    // A failed attempt, retried later, remembering the sink that took it.
+    let done = vec!["file".to_owned()];
+    store
+        .record_delivery_failure(&DeliveryFailure {
+            id: &first.id,
+            attempts: 1,
+            next_attempt_at: now + 5_000_000,
+            error: "http: consumer answered 503",
+            sinks_done: &done,
+            dead: false,
+        })
+        .await
+        .unwrap();
+    assert!(
+        store.due_events(now, 100).await.unwrap().is_empty(),
+        "not due yet, and the user's later events wait behind it"
+    );
+    let later = store.due_events(now + 6_000_000, 100).await.unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(
+        (later[0].attempts, later[0].sinks_done.clone()),
+        (1, done.clone())
+    );
+
+    // Dead: listed, no longer holding back the user's next event.
+    store
+        .record_delivery_failure(&DeliveryFailure {
+            id: &first.id,
+            attempts: 2,
+            next_attempt_at: now,
+            error: "http: consumer answered 422",
+            sinks_done: &done,
+            dead: true,
+        })
+        .await
+        .unwrap();
+    let letters = store.dead_letters(10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].event.id, first.id);
+    assert_eq!(
+        letters[0].last_error.as_deref(),
+        Some("http: consumer answered 422")
+    );
+    assert_eq!(letters[0].attempts, 2);
+    let next = store.due_events(now, 100).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].event.event_type, "PasswordResetRequestedEventV1");
+    store
+        .mark_delivered(&next[0].event.id, &done)
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_counts().await.unwrap(), (2, 1, 1));
+
+    // Replay: back in the queue, first in line again, with a fresh attempt count.
+    assert_eq!(
+        store.replay_dead_letters(Some("no-such-id")).await.unwrap(),
+        0
+    );
+    assert_eq!(store.replay_dead_letters(Some(&first.id)).await.unwrap(), 1);
+    let replayed = store.due_events(now, 100).await.unwrap();
+    assert_eq!(replayed[0].event.id, first.id);
+    assert_eq!(replayed[0].attempts, 0);
+    assert_eq!(store.outbox_counts().await.unwrap(), (3, 0, 1));
 }
 
 #[tokio::test]

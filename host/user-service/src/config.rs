@@ -196,6 +196,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_commented_outbound_examples_parse() {
+        let text = r#"
+            [services.notification-service]
+            url = "http://notification-service.platform.svc.cluster.local:8080"
+            [services.configuration-service]
+            srv = "_http._tcp.configuration-service.service.consul"
+            dns-servers = ["127.0.0.1:8600"]
+            [service-auth]
+            token-url = "https://auth.platform.internal/oauth2/token"
+            client-id = "user-service"
+            client-secret = { env = "USER_SERVICE_CLIENT_SECRET" }
+            [[events.sinks]]
+            kind = "http"
+            service = "notification-service"
+            [[events.sinks]]
+            kind = "notification-email"
+        "#;
+        let parsed: ServiceConfig = toml::from_str(text).expect("parses");
+        assert_eq!(parsed.services.len(), 2);
+        assert_eq!(parsed.events.sinks.len(), 2);
+        assert_eq!(parsed.service_auth.unwrap().refresh_before_s, 60);
+    }
+
+    #[test]
     fn the_example_file_parses_and_shows_the_defaults() {
         let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../user-service.example.toml");
@@ -225,6 +249,26 @@ mod tests {
             parsed.plugins.egress.defaults.breaker.minimum_calls,
             defaults.plugins.egress.defaults.breaker.minimum_calls
         );
+        assert_eq!(parsed.flows.reset_link, defaults.flows.reset_link);
+        assert_eq!(
+            parsed.outbound.defaults.first_byte_timeout,
+            defaults.outbound.defaults.first_byte_timeout
+        );
+        assert_eq!(parsed.events.max_attempts, defaults.events.max_attempts);
+        assert_eq!(parsed.events.retry_cap_ms, defaults.events.retry_cap_ms);
+        assert_eq!(
+            format!("{:?}", parsed.events.sinks),
+            format!("{:?}", defaults.events.sinks)
+        );
+        assert_eq!(
+            parsed.security_policies.max_stale_ms,
+            defaults.security_policies.max_stale_ms
+        );
+        assert_eq!(
+            parsed.security_policies.cache_file,
+            defaults.security_policies.cache_file
+        );
+        assert!(parsed.services.is_empty() && parsed.service_auth.is_none());
         let breach = parsed
             .plugins
             .slot("breach-check")

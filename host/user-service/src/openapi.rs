@@ -21,7 +21,7 @@ pub async fn document() -> Json<Value> {
         "paths": {
             "/v1/users": { "post": {
                 "summary": "Register",
-                "requestBody": body(json!({ "type": "object", "required": ["email", "password"], "properties": { "email": string, "password": password, "display_name": string, "captcha_token": string } })),
+                "requestBody": body(json!({ "type": "object", "required": ["email", "password"], "properties": { "email": string, "password": password, "display_name": string, "captcha_token": string, "tenant": { "type": "string", "description": "Tenant whose allowed email domains apply (default `default`)" } } })),
                 "responses": { "201": { "description": "Registered" }, "400": problem(), "403": problem(), "409": problem(), "422": problem() }
             }},
             "/v1/sessions": { "post": {
@@ -52,6 +52,11 @@ pub async fn document() -> Json<Value> {
             "/admin/plugins": { "get": { "summary": "List plugins", "security": [{ "bearer": [] }], "responses": { "200": { "description": "Plugins" }, "401": problem() } } },
             "/admin/plugins/{name}/reload": { "post": { "summary": "Reload a plugin from its file", "security": [{ "bearer": [] }], "parameters": [{ "name": "name", "in": "path", "required": true, "schema": string }], "responses": { "200": { "description": "Swapped or unchanged" }, "404": problem(), "422": problem() } } },
             "/admin/plugins/{name}/rollback": { "post": { "summary": "Roll back to the previous version", "security": [{ "bearer": [] }], "parameters": [{ "name": "name", "in": "path", "required": true, "schema": string }], "responses": { "200": { "description": "Rolled back" }, "404": problem(), "409": problem() } } },
+            "/admin/outbox": { "get": { "summary": "Outbox counts: pending, dead letters, delivered", "security": [{ "bearer": [] }], "responses": { "200": { "description": "Counts" }, "401": problem() } } },
+            "/admin/outbox/dead-letters": { "get": { "summary": "Events that ran out of delivery attempts", "security": [{ "bearer": [] }], "responses": { "200": { "description": "Dead letters, oldest first" }, "401": problem() } } },
+            "/admin/outbox/dead-letters/replay": { "post": { "summary": "Put every dead letter back in the queue", "security": [{ "bearer": [] }], "responses": { "202": { "description": "How many" }, "401": problem() } } },
+            "/admin/outbox/dead-letters/{id}/replay": { "post": { "summary": "Put one dead letter back in the queue", "security": [{ "bearer": [] }], "parameters": [{ "name": "id", "in": "path", "required": true, "schema": string }], "responses": { "202": { "description": "Replayed" }, "404": problem() } } },
+            "/admin/security-policies": { "get": { "summary": "Security policies in force, their source and the last refresh error", "security": [{ "bearer": [] }], "responses": { "200": { "description": "Status" }, "401": problem() } } },
             "/healthz": { "get": { "summary": "Liveness", "responses": { "200": { "description": "Alive" } } } },
             "/readyz": { "get": { "summary": "Readiness: database and password policy", "responses": { "200": { "description": "Ready" }, "503": { "description": "Not ready" } } } },
             "/metrics": { "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "Text format" } } } }

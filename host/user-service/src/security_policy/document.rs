@@ -84,7 +84,12 @@ const LENGTH_CEILING: u32 = 4096;
 impl SecurityPolicies {
     /// Parses and validates a document; the error says what is wrong with it.
     pub fn parse(body: &[u8]) -> Result<Self, String> {
-        let document: Self = serde_json::from_slice(body)
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|error| format!("not a security-policy document: {error}"))?;
+        if !value.is_object() {
+            return Err("not a security-policy document: not a JSON object".to_owned());
+        }
+        let document: Self = serde_json::from_value(value)
             .map_err(|error| format!("not a security-policy document: {error}"))?;
         document.validate()?;
         Ok(document)
