@@ -390,7 +390,8 @@ fn config_service(config: &mut ServiceConfig, url: &str, cache_file: &Path) {
 
 #[tokio::test]
 async fn policies_apply_without_restart_survive_garbage_and_an_outage_at_start() {
-    let hibp = HibpServer::start(&[]).await;
+    let breached = "a breached yet long passphrase";
+    let hibp = HibpServer::start(&[(breached, 3)]).await;
     let upstream = ConfigService::start(&policy(16, &["acme.com"]), None).await;
     let cache = tempfile::tempdir().unwrap();
     let cache_file = cache.path().join("policies.json");
@@ -405,6 +406,10 @@ async fn policies_apply_without_restart_survive_garbage_and_an_outage_at_start()
     assert!(
         !password_allowed(&client, &service, fourteen).await,
         "min 16 in force from the start"
+    );
+    assert!(
+        !password_allowed(&client, &service, breached).await,
+        "maxBreaches 0: seen 3 times is breached"
     );
     assert_eq!(
         policy_status(&client, &service).await["source"],
@@ -435,7 +440,9 @@ async fn policies_apply_without_restart_survive_garbage_and_an_outage_at_start()
     assert_eq!(status, StatusCode::CREATED);
 
     // A change upstream applies within a refresh interval, without a restart.
-    upstream.serve(&policy(12, &["acme.com", "evil.example"]));
+    let mut changed = policy(12, &["acme.com", "evil.example"]);
+    changed["breach"]["maxBreaches"] = json!(5);
+    upstream.serve(&changed);
     assert!(
         wait_until(Duration::from_secs(3), || async {
             password_allowed(&client, &service, fourteen).await
@@ -451,6 +458,10 @@ async fn policies_apply_without_restart_survive_garbage_and_an_outage_at_start()
     )
     .await;
     assert_eq!(status, StatusCode::CREATED);
+    assert!(
+        password_allowed(&client, &service, breached).await,
+        "maxBreaches 5 applied to the breach check"
+    );
 
     // Garbage keeps the previous policy and is reported.
     upstream.serve_raw(200, b"<html>502 Bad Gateway</html>");

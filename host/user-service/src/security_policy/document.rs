@@ -80,6 +80,8 @@ pub struct TenantPolicy {
 const MIN_LENGTH_FLOOR: u32 = 8;
 const MAX_LENGTH_FLOOR: u32 = 64;
 const LENGTH_CEILING: u32 = 4096;
+/// The actions the flows ask the captcha plugin about.
+const CAPTCHA_ACTIONS: [&str; 3] = ["register", "login", "password_reset"];
 
 impl SecurityPolicies {
     /// Parses and validates a document; the error says what is wrong with it.
@@ -133,13 +135,10 @@ impl SecurityPolicies {
                     "captcha.scoreThresholds.{action} {threshold} is outside 0..=1"
                 ));
             }
-            if action.is_empty()
-                || !action
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
+            if !CAPTCHA_ACTIONS.contains(&action.as_str()) {
                 return Err(format!(
-                    "captcha.scoreThresholds has an invalid action {action:?}"
+                    "captcha.scoreThresholds has an unknown action {action:?} (known: {})",
+                    CAPTCHA_ACTIONS.join(", ")
                 ));
             }
         }
@@ -241,6 +240,7 @@ mod tests {
             br#"{"captcha":{"scoreThresholds":{"login":1.5}}}"#,
             br#"{"tenants":{"acme":{"allowedEmailDomains":["@acme.com"]}}}"#,
             br#"[]"#,
+            br#"{"captcha":{"scoreThresholds":{"signup":0.5}}}"#,
         ] {
             assert!(
                 SecurityPolicies::parse(garbage).is_err(),
