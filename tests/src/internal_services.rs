@@ -23,6 +23,7 @@ pub struct TokenBook {
     live: BTreeSet<String>,
     issued: u64,
     lifetime_s: u64,
+    issued_at: Vec<std::time::Instant>,
 }
 
 /// How a simulated resource server behaves.
@@ -69,6 +70,7 @@ impl TokenEndpoint {
             }
             let mut book = issuing.lock().unwrap();
             book.issued += 1;
+            book.issued_at.push(std::time::Instant::now());
             let token = format!("access-token-{}", book.issued);
             book.live.insert(token.clone());
             json_reply(
@@ -88,6 +90,11 @@ impl TokenEndpoint {
     /// Tokens issued so far.
     pub fn issued(&self) -> u64 {
         self.book.lock().unwrap().issued
+    }
+
+    /// When the first token was issued.
+    pub fn first_issued_at(&self) -> Option<std::time::Instant> {
+        self.book.lock().unwrap().issued_at.first().copied()
     }
 
     /// Every token issued so far stops working (a resource server answers 401).
