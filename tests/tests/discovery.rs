@@ -85,15 +85,14 @@ async fn lowest_priority_wins_and_scheme_and_base_path_apply() {
     ])
     .await;
     let location = ServiceLocation {
-        scheme: "https".into(),
         base_path: "api/".into(),
         ..srv_at("_http._tcp.prio.test", &server)
     };
-    let discovery = one("svc", location).unwrap();
+    let discovery = one("svc", location.clone()).unwrap();
     for _ in 0..20 {
         let resolved = discovery.resolve("svc").await.unwrap();
         // node3 has weight 0 next to a weighted peer, so it never wins.
-        assert_eq!(resolved.base_url, "https://127.0.0.1:9001/api");
+        assert_eq!(resolved.base_url, "http://127.0.0.1:9001/api");
         assert_eq!(resolved.host_header, "node1.prio.test");
     }
     // Hickory keeps additionals only for the last SRV target, so node1's address was queried.
@@ -101,6 +100,19 @@ async fn lowest_priority_wins_and_scheme_and_base_path_apply() {
         server
             .queries()
             .contains(&("node1.prio.test".to_owned(), "A".to_owned()))
+    );
+    // Over TLS the URL keeps the target's name, which the certificate is checked against.
+    let tls = one(
+        "svc",
+        ServiceLocation {
+            scheme: "https".into(),
+            ..location
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        tls.resolve("svc").await.unwrap().base_url,
+        "https://node1.prio.test:9001/api"
     );
 }
 

@@ -2,7 +2,6 @@
 //! works with Kubernetes DNS (plain host names or SRV) and Consul DNS (SRV on port 8600).
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -154,6 +153,19 @@ impl DnsPlan {
         } else {
             (self.name.clone(), self.port, None)
         };
+        if self.srv && self.scheme == "https" {
+            // TLS verifies the certificate against a name, so the URL keeps the target's name
+            // (resolved again when connecting, by the system resolver) instead of an address.
+            let host = host_of(&target);
+            let base_url = match port {
+                Some(port) => format!("https://{host}:{port}{}", self.path),
+                None => format!("https://{host}{}", self.path),
+            };
+            return Ok(ResolvedService {
+                base_url,
+                host_header: host,
+            });
+        }
         let ip = match known {
             Some(ip) => ip,
             None => first_ip(&self.resolver, &target)
@@ -343,10 +355,9 @@ fn pick(records: Vec<&SRV>) -> Option<&SRV> {
         })
 }
 
-/// A random number in `0..n` (n > 0). Load spreading needs no crypto, so std's per-instance
-/// randomly keyed hasher serves instead of an extra `rand` dependency.
+/// A random number in `0..n` (n > 0); load spreading needs no cryptographic randomness.
 fn random_below(n: u64) -> u64 {
-    RandomState::new().build_hasher().finish() % n
+    fastrand::u64(0..n)
 }
 
 fn ip_of(data: &RData) -> Option<IpAddr> {
