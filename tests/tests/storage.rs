@@ -3,7 +3,9 @@
 
 use harness::{hibp::HibpServer, postgres, service::TestService};
 use serde_json::json;
-use user_service::store::{DeliveryFailure, OutboxEvent, Store, User, now_micros, random_id};
+use user_service::store::{
+    DeliveryFailure, OutboxEvent, Store, User, now as now_secs, now_micros, random_id,
+};
 
 fn user(email: &str) -> User {
     User {
@@ -250,6 +252,11 @@ async fn outbox_delivery_contract(store: &Store, ann: &str) {
     assert_eq!(replayed[0].event.id, first.id);
     assert_eq!(replayed[0].attempts, 0);
     assert_eq!(store.outbox_counts().await.unwrap(), (3, 0, 1));
+
+    // Retention: only delivered events older than the cut-off go.
+    assert_eq!(store.prune_delivered(now_secs() - 3600).await.unwrap(), 0);
+    assert_eq!(store.prune_delivered(now_secs() + 1).await.unwrap(), 1);
+    assert_eq!(store.outbox_counts().await.unwrap(), (3, 0, 0));
 }
 
 #[tokio::test]

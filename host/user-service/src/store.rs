@@ -425,6 +425,16 @@ impl Store {
         Ok(result.rows_affected())
     }
 
+    /// Deletes events delivered before `before` (Unix seconds); returns how many.
+    pub async fn prune_delivered(&self, before: i64) -> sqlx::Result<u64> {
+        let pruned =
+            sqlx::query("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < $1")
+                .bind(before)
+                .execute(&self.pool)
+                .await?;
+        Ok(pruned.rows_affected())
+    }
+
     /// Counts by delivery state: (pending, dead, delivered).
     pub async fn outbox_counts(&self) -> sqlx::Result<(i64, i64, i64)> {
         let row = sqlx::query(

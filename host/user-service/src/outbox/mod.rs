@@ -17,13 +17,20 @@ pub mod sinks;
 use self::sinks::{Sink, SinkConfig};
 use crate::{
     outbound::InternalClient,
-    store::{DeliveryFailure, DueEvent, Store, now_micros},
+    store::{DeliveryFailure, DueEvent, Store, now, now_micros},
 };
 use futures_util::StreamExt;
 use policy_host::egress::retry::full_jitter_delay;
 use serde::Deserialize;
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 use tokio::sync::Notify;
+
+/// How often delivered events past their retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// `[events]`: the relay and its sinks.
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +55,9 @@ pub struct EventsConfig {
     /// Time for one delivery to one sink, the client's own retries included
     /// (`delivery-timeout-ms`).
     pub delivery_timeout_ms: u64,
+    /// How long delivered events stay in the outbox table before they are deleted
+    /// (`delivered-retention-s`, default 7 days); dead letters are never deleted.
+    pub delivered_retention_s: u64,
 }
 
 impl Default for EventsConfig {
@@ -65,6 +75,7 @@ impl Default for EventsConfig {
             retry_base_ms: 1000,
             retry_cap_ms: 300_000,
             delivery_timeout_ms: 5000,
+            delivered_retention_s: 7 * 24 * 3600,
         }
     }
 }
@@ -102,7 +113,12 @@ impl Relay {
     /// Runs until the process ends.
     pub async fn run(self: Arc<Self>) {
         let poll = Duration::from_millis(self.config.poll_interval_ms.max(10));
+        let mut last_prune: Option<Instant> = None;
         loop {
+            if last_prune.is_none_or(|pruned| pruned.elapsed() >= PRUNE_EVERY) {
+                last_prune = Some(Instant::now());
+                self.prune().await;
+            }
             let delivered = match self.pass().await {
                 Ok(count) => count,
                 Err(error) => {
@@ -116,6 +132,15 @@ impl Relay {
                     () = tokio::time::sleep(poll) => {}
                 }
             }
+        }
+    }
+
+    async fn prune(&self) {
+        let before = now() - self.config.delivered_retention_s as i64;
+        match self.store.prune_delivered(before).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "deleted delivered events past their retention"),
+            Err(error) => tracing::warn!(%error, "cannot prune delivered events"),
         }
     }
 
