@@ -207,12 +207,14 @@ async fn every_event_type_reaches_the_consumer_once_in_order_and_the_file() {
 async fn a_notification_service_that_is_down_gets_every_reset_after_it_recovers() {
     let hibp = HibpServer::start(&[]).await;
     let notifications = ResourceServer::start("/notifications/email", None).await;
-    notifications.set_health(Health::Down);
+    // First it hangs (every delivery runs into its timeout), then it answers 503.
+    notifications.set_health(Health::Hanging);
     let service = TestService::start(&hibp.server.url(), None, |config| {
         service_at(config, "notification-service", &notifications.url());
         email_sink(config);
         config.flows.reset_link = "https://app.example.org/reset?token={token}".to_owned();
         config.events.max_attempts = 1000;
+        config.events.delivery_timeout_ms = 300;
     })
     .await
     .unwrap();
@@ -229,6 +231,8 @@ async fn a_notification_service_that_is_down_gets_every_reset_after_it_recovers(
             "a failing Notification Service never holds up the request"
         );
     }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    notifications.set_health(Health::Down);
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(notifications.accepted().is_empty());
     assert!(

@@ -70,6 +70,7 @@ fn metrics_handle() -> PrometheusHandle {
 
 /// Opens the database, installs missing bundled plugins, starts the policy host.
 pub async fn start(config: ServiceConfig) -> anyhow::Result<AppState> {
+    config.check_service_references()?;
     let store = Store::connect(&config.database_url).await?;
     if config.install_bundled_plugins {
         for plugin in bundled_plugins::ALL {

@@ -3,7 +3,7 @@
 
 use crate::{
     outbound::{discovery::ServiceLocation, token::ClientCredentialsConfig},
-    outbox::EventsConfig,
+    outbox::{EventsConfig, sinks::SinkConfig},
     security_policy::SecurityPoliciesConfig,
 };
 use policy_host::{HostConfig, egress::config::EgressConfig};
@@ -161,6 +161,30 @@ fn default_breach_slot() -> policy_host::PluginConfig {
 }
 
 impl ServiceConfig {
+    /// Checks that every logical service a sink or the security policies name has a
+    /// `[services.<name>]` table, so a typo fails at start rather than at the first delivery.
+    pub fn check_service_references(&self) -> anyhow::Result<()> {
+        let sinks = self.events.sinks.iter().filter_map(|sink| match sink {
+            SinkConfig::Http { service, .. } | SinkConfig::NotificationEmail { service, .. } => {
+                Some(("[[events.sinks]]", service))
+            }
+            SinkConfig::File { .. } => None,
+        });
+        let policies = self
+            .security_policies
+            .service
+            .iter()
+            .map(|service| ("[security-policies]", service));
+        for (section, service) in sinks.chain(policies) {
+            if !self.services.contains_key(service) {
+                anyhow::bail!(
+                    "{section} names service `{service}`, which has no [services.{service}] table"
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Reads `path` (when given) over the defaults, then applies the environment overrides.
     pub fn load(path: Option<&std::path::Path>) -> anyhow::Result<Self> {
         let mut config = match path {
@@ -194,6 +218,25 @@ impl ServiceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sink_naming_an_unconfigured_service_is_refused() {
+        let mut config: ServiceConfig =
+            toml::from_str("[[events.sinks]]\nkind = \"notification-email\"\n").unwrap();
+        let error = config.check_service_references().unwrap_err().to_string();
+        assert!(error.contains("[services.notification-service]"), "{error}");
+        config.services.insert(
+            "notification-service".to_owned(),
+            ServiceLocation {
+                url: Some("http://127.0.0.1:9".to_owned()),
+                ..ServiceLocation::default()
+            },
+        );
+        config.check_service_references().unwrap();
+        config.security_policies.service = Some("configuration-service".to_owned());
+        assert!(config.check_service_references().is_err());
+        assert!(ServiceConfig::default().check_service_references().is_ok());
+    }
 
     #[test]
     fn the_commented_outbound_examples_parse() {
