@@ -4,7 +4,8 @@
 use harness::{hibp::HibpServer, postgres, service::TestService};
 use serde_json::json;
 use user_service::store::{
-    DeliveryFailure, OutboxEvent, Store, User, now as now_secs, now_micros, random_id,
+    DeliveryFailure, DeliveryOutcome, OutboxEvent, Store, User, now as now_secs, now_micros,
+    random_id,
 };
 
 fn user(email: &str) -> User {
@@ -174,32 +175,43 @@ async fn outbox_delivery_contract(store: &Store, ann: &str) {
     assert_eq!(first.aggregate_id, ann);
     assert_eq!((due[0].attempts, due[0].sinks_done.len()), (0, 0));
 
-    assert!(
+    let ids = vec![first.id.clone(), "no-such-event".to_owned()];
+    assert_eq!(
         store
-            .claim_event(&first.id, now, now + 1_000_000)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .claim_event(&first.id, now, now + 1_000_000)
+            .claim_events(&ids, now, now + 1_000_000)
             .await
             .unwrap(),
+        [first.id.clone()]
+    );
+    assert!(
+        store
+            .claim_events(&ids, now, now + 1_000_000)
+            .await
+            .unwrap()
+            .is_empty(),
         "a live lease keeps other relays out"
     );
     assert!(store.due_events(now, 100).await.unwrap().is_empty());
 
     // A failed attempt, retried later, remembering the sink that took it.
     let done = vec!["file".to_owned()];
-    store
-        .record_delivery_failure(&DeliveryFailure {
-            id: &first.id,
-            attempts: 1,
-            next_attempt_at: now + 5_000_000,
-            error: "http: consumer answered 503",
-            sinks_done: &done,
-            dead: false,
+    let failure = |attempts, next_attempt_at, error: &str, dead| {
+        DeliveryOutcome::Failed(DeliveryFailure {
+            id: first.id.clone(),
+            attempts,
+            next_attempt_at,
+            error: error.to_owned(),
+            sinks_done: done.clone(),
+            dead,
         })
+    };
+    store
+        .record_deliveries(&[failure(
+            1,
+            now + 5_000_000,
+            "http: consumer answered 503",
+            false,
+        )])
         .await
         .unwrap();
     assert!(
@@ -215,14 +227,7 @@ async fn outbox_delivery_contract(store: &Store, ann: &str) {
 
     // Dead: listed, no longer holding back the user's next event.
     store
-        .record_delivery_failure(&DeliveryFailure {
-            id: &first.id,
-            attempts: 2,
-            next_attempt_at: now,
-            error: "http: consumer answered 422",
-            sinks_done: &done,
-            dead: true,
-        })
+        .record_deliveries(&[failure(2, now, "http: consumer answered 422", true)])
         .await
         .unwrap();
     let letters = store.dead_letters(10).await.unwrap();
@@ -237,7 +242,10 @@ async fn outbox_delivery_contract(store: &Store, ann: &str) {
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].event.event_type, "PasswordResetRequestedEventV1");
     store
-        .mark_delivered(&next[0].event.id, &done)
+        .record_deliveries(&[DeliveryOutcome::Delivered {
+            id: next[0].event.id.clone(),
+            sinks_done: done.clone(),
+        }])
         .await
         .unwrap();
     assert_eq!(store.outbox_counts().await.unwrap(), (2, 1, 1));

@@ -6,7 +6,10 @@
 
 use serde_json::Value;
 use sqlx::{AnyPool, Row, any::AnyPoolOptions};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    collections::BTreeMap,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 /// The schema, applied at start (idempotent).
 const SCHEMA: &[&str] = &[
@@ -337,53 +340,74 @@ impl Store {
             .collect()
     }
 
-    /// Takes a delivery lease on an event until `until_micros`; false when another relay
-    /// (another replica) holds one or the event is no longer pending.
-    pub async fn claim_event(
+    /// Takes a delivery lease until `until_micros` on those of `ids` that are still pending and
+    /// not leased by another relay (another replica); returns the ids it got, in one statement.
+    pub async fn claim_events(
         &self,
-        id: &str,
+        ids: &[String],
         now_micros: i64,
         until_micros: i64,
-    ) -> sqlx::Result<bool> {
-        let claimed = sqlx::query(
-            "UPDATE outbox SET claimed_until = $1 WHERE id = $2 AND delivered_at IS NULL AND dead_at IS NULL
-             AND (claimed_until IS NULL OR claimed_until < $3)",
-        )
-        .bind(until_micros)
-        .bind(id)
-        .bind(now_micros)
-        .execute(&self.pool)
-        .await?;
-        Ok(claimed.rows_affected() == 1)
+    ) -> sqlx::Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "UPDATE outbox SET claimed_until = $1 WHERE id IN ({}) AND delivered_at IS NULL
+             AND dead_at IS NULL AND (claimed_until IS NULL OR claimed_until < $2) RETURNING id",
+            placeholders(3, ids.len())
+        );
+        let mut query = sqlx::query(&sql).bind(until_micros).bind(now_micros);
+        for id in ids {
+            query = query.bind(id);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(|row| row.try_get::<String, _>(0)).collect()
     }
 
-    /// Records a delivery to every sink.
-    pub async fn mark_delivered(&self, id: &str, sinks_done: &[String]) -> sqlx::Result<()> {
-        sqlx::query("UPDATE outbox SET delivered_at = $1, claimed_until = NULL, last_error = NULL, sinks_done = $2 WHERE id = $3")
-            .bind(now())
-            .bind(sinks_done.join(","))
-            .bind(id)
-            .execute(&self.pool)
+    /// Records a relay pass's outcomes in one transaction (one commit, not one per event):
+    /// deliveries, failed attempts with their next try, dead letters.
+    pub async fn record_deliveries(&self, outcomes: &[DeliveryOutcome]) -> sqlx::Result<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let mut transaction = self.pool.begin().await?;
+        // Delivered events, grouped by the sinks that took them: one UPDATE per group.
+        let mut delivered: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for outcome in outcomes {
+            if let DeliveryOutcome::Delivered { id, sinks_done } = outcome {
+                delivered.entry(sinks_done.join(",")).or_default().push(id);
+            }
+        }
+        for (sinks_done, ids) in delivered {
+            let sql = format!(
+                "UPDATE outbox SET delivered_at = $1, claimed_until = NULL, last_error = NULL,
+                 sinks_done = $2 WHERE id IN ({})",
+                placeholders(3, ids.len())
+            );
+            let mut query = sqlx::query(&sql).bind(now()).bind(sinks_done);
+            for id in ids {
+                query = query.bind(id);
+            }
+            query.execute(&mut *transaction).await?;
+        }
+        for outcome in outcomes {
+            let DeliveryOutcome::Failed(failure) = outcome else {
+                continue;
+            };
+            sqlx::query(
+                "UPDATE outbox SET attempts = $1, next_attempt_at = $2, last_error = $3, sinks_done = $4,
+                 dead_at = $5, claimed_until = NULL WHERE id = $6",
+            )
+            .bind(failure.attempts)
+            .bind(failure.next_attempt_at)
+            .bind(&failure.error)
+            .bind(failure.sinks_done.join(","))
+            .bind(failure.dead.then(now))
+            .bind(&failure.id)
+            .execute(&mut *transaction)
             .await?;
-        Ok(())
-    }
-
-    /// Records a failed attempt: the sinks that did take the event, when to try again, or
-    /// (with `dead`) that it moves to the dead letters.
-    pub async fn record_delivery_failure(&self, failure: &DeliveryFailure<'_>) -> sqlx::Result<()> {
-        sqlx::query(
-            "UPDATE outbox SET attempts = $1, next_attempt_at = $2, last_error = $3, sinks_done = $4,
-             dead_at = $5, claimed_until = NULL WHERE id = $6",
-        )
-        .bind(failure.attempts)
-        .bind(failure.next_attempt_at)
-        .bind(failure.error)
-        .bind(failure.sinks_done.join(","))
-        .bind(failure.dead.then(now))
-        .bind(failure.id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        }
+        transaction.commit().await
     }
 
     /// Dead letters, oldest first.
@@ -460,14 +484,27 @@ pub struct DueEvent {
     pub sinks_done: Vec<String>,
 }
 
+/// What one delivery of one event came to.
+#[derive(Debug, Clone)]
+pub enum DeliveryOutcome {
+    /// Every sink took it.
+    Delivered { id: String, sinks_done: Vec<String> },
+    /// At least one sink did not.
+    Failed(DeliveryFailure),
+}
+
 /// A failed delivery attempt, as recorded.
-#[derive(Debug)]
-pub struct DeliveryFailure<'a> {
-    pub id: &'a str,
+#[derive(Debug, Clone)]
+pub struct DeliveryFailure {
+    pub id: String,
+    /// Failed attempts so far, this one included.
     pub attempts: i64,
+    /// When to try again (microseconds since the epoch).
     pub next_attempt_at: i64,
-    pub error: &'a str,
-    pub sinks_done: &'a [String],
+    pub error: String,
+    /// Sinks that did take it.
+    pub sinks_done: Vec<String>,
+    /// Out of attempts: a dead letter now.
     pub dead: bool,
 }
 
@@ -481,6 +518,14 @@ pub struct DeadLetter {
     pub dead_at: Option<i64>,
     /// Sinks that did take it, comma-separated.
     pub sinks_done: String,
+}
+
+/// `$first, $first+1, ...`: `count` numbered placeholders.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn event_from_row(row: &sqlx::any::AnyRow) -> sqlx::Result<OutboxEvent> {
