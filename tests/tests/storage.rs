@@ -181,7 +181,7 @@ async fn outbox_delivery_contract(store: &Store, ann: &str) {
             .claim_events(&ids, now, now + 1_000_000)
             .await
             .unwrap(),
-        [first.id.clone()]
+        std::slice::from_ref(&first.id)
     );
     assert!(
         store
