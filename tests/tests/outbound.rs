@@ -322,6 +322,16 @@ async fn a_poison_event_goes_to_the_dead_letters_and_can_be_replayed() {
         letters[0]["lastError"].as_str().unwrap().contains("422"),
         "{letters:?}"
     );
+    // ...and visible to an alert.
+    let metrics = client
+        .get(service.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("outbox_dead_letters 1"), "{metrics}");
     // The other user's event was not held up by it.
     assert_eq!(consumer.accepted().len(), 1);
     assert_eq!(consumer.accepted()[0]["data"]["email"], "fine@example.org");

@@ -554,6 +554,18 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    // The outbox's backlog, read at scrape time: what an alert on stuck deliveries needs.
+    match state.store.undelivered_counts().await {
+        Ok((pending, dead)) => {
+            metrics::gauge!("outbox_pending_events").set(pending as f64);
+            metrics::gauge!("outbox_dead_letters").set(dead as f64);
+        }
+        Err(error) => tracing::warn!(%error, "cannot count the outbox for /metrics"),
+    }
+    let status = state.security.status();
+    metrics::gauge!("security_policy_age_seconds").set(status.fetched_at.map_or(-1.0, |fetched| {
+        crate::store::now().saturating_sub(fetched as i64) as f64
+    }));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -459,6 +459,20 @@ impl Store {
         Ok(pruned.rows_affected())
     }
 
+    /// Undelivered events: (pending, dead). Cheaper than [`Store::outbox_counts`]: it only
+    /// reads undelivered rows (the `delivered_at` index).
+    pub async fn undelivered_counts(&self) -> sqlx::Result<(i64, i64)> {
+        let row = sqlx::query(
+            "SELECT
+               COALESCE(SUM(CASE WHEN dead_at IS NULL THEN 1 ELSE 0 END), 0),
+               COALESCE(SUM(CASE WHEN dead_at IS NOT NULL THEN 1 ELSE 0 END), 0)
+             FROM outbox WHERE delivered_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
     /// Counts by delivery state: (pending, dead, delivered).
     pub async fn outbox_counts(&self) -> sqlx::Result<(i64, i64, i64)> {
         let row = sqlx::query(
