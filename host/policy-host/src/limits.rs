@@ -46,10 +46,12 @@ impl Default for RuntimeLimits {
 }
 
 impl RuntimeLimits {
-    /// The deadline in epoch ticks, rounded up, at least one.
+    /// The deadline in epoch ticks: rounded up, plus one. The tick in progress when a decision
+    /// starts is already partly over, so counting only whole ticks could stop a plugin up to
+    /// one tick before its deadline; with the extra tick it stops at most one tick after.
     pub fn deadline_ticks(&self) -> u64 {
         let tick = self.epoch_tick.as_nanos().max(1);
-        (self.deadline.as_nanos().div_ceil(tick)).max(1) as u64
+        self.deadline.as_nanos().div_ceil(tick) as u64 + 1
     }
 }
 
@@ -59,5 +61,25 @@ mod millis {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         u64::deserialize(deserializer).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_is_never_cut_short_by_the_tick_in_progress() {
+        let limits = RuntimeLimits {
+            deadline: Duration::from_millis(200),
+            epoch_tick: Duration::from_millis(5),
+            ..RuntimeLimits::default()
+        };
+        assert_eq!(limits.deadline_ticks(), 41);
+        let tiny = RuntimeLimits {
+            deadline: Duration::from_millis(1),
+            ..limits
+        };
+        assert_eq!(tiny.deadline_ticks(), 2);
     }
 }
