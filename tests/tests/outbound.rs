@@ -496,7 +496,17 @@ async fn policies_apply_without_restart_survive_garbage_and_an_outage_at_start()
     );
     assert!(password_allowed(&client, &service, fourteen).await);
     upstream.serve(&json!({ "password": { "minLength": "sixteen" } }));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        wait_until(Duration::from_secs(3), || async {
+            policy_status(&client, &service).await["lastError"]
+                .as_str()
+                .is_some_and(|error| error.contains("invalid type"))
+        })
+        .await
+        .is_some(),
+        "the wrong type is reported"
+    );
+    assert_eq!(policy_status(&client, &service).await["version"], "min-12");
     assert!(
         password_allowed(&client, &service, fourteen).await,
         "wrong types are garbage too"
