@@ -393,3 +393,53 @@ async fn a_retried_turnstile_call_carries_the_same_idempotency_key() {
         assert_eq!(request.header("idempotency-key"), Some("attempt-42"));
     }
 }
+
+#[tokio::test]
+async fn thresholds_set_at_run_time_apply_without_a_reload() {
+    let server = CaptchaServer::start(Vendor::Recaptcha).await;
+    let settings = [
+        ("expected-hostname", "id.example.org"),
+        ("score-threshold.login", "0.5"),
+    ];
+    let (_dir, host) = vendor_host(&server, "recaptcha", vendors::REAL_SECRET, &settings).await;
+    let serving = || host.catalog().slot("captcha").unwrap().current().unwrap();
+    let loaded = serving();
+
+    server.issue_token("before", details(Some("login"), Some(0.7)));
+    assert_eq!(
+        verify(&host, "before", "login").await.decision.verdict,
+        Verdict::Allow
+    );
+
+    // What the Configuration Service's `captcha.scoreThresholds.login` becomes.
+    host.catalog()
+        .set_setting_overrides(
+            "captcha",
+            [("score-threshold.login".to_owned(), "0.8".to_owned())].into(),
+        )
+        .unwrap();
+    server.issue_token("stricter", details(Some("login"), Some(0.7)));
+    assert_eq!(
+        verify(&host, "stricter", "login").await.decision.codes(),
+        ["captcha-score-low"]
+    );
+    assert!(
+        std::sync::Arc::ptr_eq(&loaded, &serving()),
+        "the same loaded version serves: no reload"
+    );
+
+    // Cleared: the configured settings are back.
+    host.catalog()
+        .set_setting_overrides("captcha", Default::default())
+        .unwrap();
+    server.issue_token("after", details(Some("login"), Some(0.7)));
+    assert_eq!(
+        verify(&host, "after", "login").await.decision.verdict,
+        Verdict::Allow
+    );
+    assert!(
+        host.catalog()
+            .set_setting_overrides("no-such-slot", Default::default())
+            .is_err()
+    );
+}
