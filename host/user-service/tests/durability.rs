@@ -50,24 +50,37 @@ fn start(config: &Path, port: u16) -> Child {
     child
 }
 
-#[test]
-fn acknowledged_writes_survive_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
+/// Writes a configuration in `dir` for a service on a free port, with its data in `dir`, no
+/// breach check (no test may reach the public range API), and `extra` appended.
+fn write_config(dir: &Path, extra: &str) -> (u16, std::path::PathBuf) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let config = dir.path().join("service.toml");
-    // No breach check: this test must not reach for the public range API.
+    let config = dir.join("service.toml");
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{port}\"\ndatabase-url = \"sqlite://{data}/users.db\"\n\n[flows]\nbreach-check = \"\"\n\n[plugins]\ndir = \"{data}/plugins\"\ncache-dir = \"{data}/cache\"\n\n[[events.sinks]]\nkind = \"file\"\npath = \"{data}/events.jsonl\"\n",
-            data = dir.path().display()
+            "listen = \"127.0.0.1:{port}\"\ndatabase-url = \"sqlite://{data}/users.db\"\n\n[flows]\nbreach-check = \"\"\n\n[plugins]\ndir = \"{data}/plugins\"\ncache-dir = \"{data}/cache\"\n\n{extra}",
+            data = dir.display()
         ),
     )
     .unwrap();
+    (port, config)
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    // No breach check: this test must not reach for the public range API.
+    let (port, config) = write_config(
+        dir.path(),
+        &format!(
+            "[[events.sinks]]\nkind = \"file\"\npath = \"{}/events.jsonl\"\n",
+            dir.path().display()
+        ),
+    );
 
     let mut service = start(&config, port);
     let account = r#"{"email":"durable@example.org","password":"correct horse battery staple"}"#;
@@ -176,21 +189,13 @@ fn serve_delivery(stream: TcpStream, hang: &AtomicBool, deliveries: &Mutex<Vec<(
 fn events_committed_before_a_sigkill_are_delivered_after_the_restart() {
     let dir = tempfile::tempdir().unwrap();
     let consumer = Consumer::start();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.path().join("service.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndatabase-url = \"sqlite://{data}/users.db\"\n\n[flows]\nbreach-check = \"\"\n\n[plugins]\ndir = \"{data}/plugins\"\ncache-dir = \"{data}/cache\"\n\n[services.event-consumer]\nurl = \"http://127.0.0.1:{consumer}\"\n\n[events]\npoll-interval-ms = 50\ndelivery-timeout-ms = 1500\n\n[[events.sinks]]\nkind = \"http\"\nservice = \"event-consumer\"\n",
-            data = dir.path().display(),
-            consumer = consumer.port,
+    let (port, config) = write_config(
+        dir.path(),
+        &format!(
+            "[services.event-consumer]\nurl = \"http://127.0.0.1:{}\"\n\n[events]\npoll-interval-ms = 50\ndelivery-timeout-ms = 1500\n\n[[events.sinks]]\nkind = \"http\"\nservice = \"event-consumer\"\n",
+            consumer.port
         ),
-    )
-    .unwrap();
+    );
 
     let mut service = start(&config, port);
     let account = r#"{"email":"crash@example.org","password":"correct horse battery staple"}"#;
