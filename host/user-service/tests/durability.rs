@@ -73,7 +73,6 @@ fn write_config(dir: &Path, extra: &str) -> (u16, std::path::PathBuf) {
 #[test]
 fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    // No breach check: this test must not reach for the public range API.
     let (port, config) = write_config(
         dir.path(),
         &format!(
