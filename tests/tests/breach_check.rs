@@ -184,9 +184,7 @@ async fn an_upstream_that_is_down_gives_unknown_and_fail_closed_denies() {
 }
 
 #[tokio::test]
-async fn a_slow_upstream_is_cut_at_the_decision_deadline() {
-    let hibp = HibpServer::start(CORPUS).await;
-    hibp.set_mode(Mode::Slow(Duration::from_secs(5)));
+async fn timeouts_that_cannot_fit_inside_the_deadline_are_refused_at_start() {
     let dir = PluginDir::new().unwrap();
     dir.publish("breach-check", breach_check_component())
         .unwrap();
@@ -196,7 +194,45 @@ async fn a_slow_upstream_is_cut_at_the_decision_deadline() {
     policy.first_byte_timeout = Duration::from_secs(10);
     config.slots.insert(
         "breach-check".to_owned(),
-        breach_slot(&hibp.server.url(), policy, &[("timeout-ms", "10000")]),
+        breach_slot("http://127.0.0.1:9", policy, &[]),
+    );
+    let error = PolicyHost::start(&config).await.err().unwrap().to_string();
+    assert!(
+        error.contains("first-byte-timeout-ms = 10000") && error.contains("deadline-ms = 300"),
+        "names both numbers: {error}"
+    );
+
+    config.slots.insert(
+        "breach-check".to_owned(),
+        breach_slot(
+            "http://127.0.0.1:9",
+            quick_policy_within(Duration::from_millis(250)),
+            &[("timeout-ms", "1500")],
+        ),
+    );
+    let error = PolicyHost::start(&config).await.err().unwrap().to_string();
+    assert!(
+        error.contains("timeout-ms = 1500") && error.contains("deadline-ms = 300"),
+        "the plugin's own timeout too: {error}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_upstream_is_cut_at_the_decision_deadline() {
+    let hibp = HibpServer::start(CORPUS).await;
+    hibp.set_mode(Mode::Slow(Duration::from_secs(5)));
+    let dir = PluginDir::new().unwrap();
+    dir.publish("breach-check", breach_check_component())
+        .unwrap();
+    let mut config = dir.config();
+    config.limits.deadline = Duration::from_millis(300);
+    config.slots.insert(
+        "breach-check".to_owned(),
+        breach_slot(
+            &hibp.server.url(),
+            quick_policy_within(Duration::from_millis(290)),
+            &[("timeout-ms", "290")],
+        ),
     );
     let host = PolicyHost::start(&config).await.unwrap();
     let started = std::time::Instant::now();
@@ -209,8 +245,18 @@ async fn a_slow_upstream_is_cut_at_the_decision_deadline() {
     );
     assert!(
         took < Duration::from_millis(1500),
-        "the guest's 10 s and the policy's 10 s are clamped to the 300 ms deadline: {took:?}"
+        "cut at the 300 ms deadline, not after the upstream's 5 s: {took:?}"
     );
+}
+
+/// [`quick_policy`] with every timeout set to `timeout`.
+fn quick_policy_within(timeout: Duration) -> CallPolicy {
+    CallPolicy {
+        connect_timeout: timeout,
+        first_byte_timeout: timeout,
+        between_bytes_timeout: timeout,
+        ..quick_policy()
+    }
 }
 
 #[tokio::test]
@@ -222,6 +268,7 @@ async fn the_breaker_opens_stops_traffic_and_closes_after_probes() {
         minimum_calls: 4,
         open_for: Duration::from_secs(3),
         half_open_probes: 1,
+        ..BreakerConfig::default()
     };
     let (_dir, host) = host_with_breach_check(&hibp.server.url(), policy, &[])
         .await

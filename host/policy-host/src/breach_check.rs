@@ -17,8 +17,12 @@ pub enum BreachOutcome {
     Breached { count: u64 },
     /// Not seen often enough to count.
     Clean,
-    /// The corpus could not be asked or understood; the fail policy decides.
-    Unknown { reason: String },
+    /// The corpus could not be asked or understood; the fail policy decides. The reason is
+    /// the plugin's own text (scrubbed of secrets): for logs, never serialised to callers.
+    Unknown {
+        #[serde(skip_serializing)]
+        reason: String,
+    },
 }
 
 /// Longest `unknown` reason kept from a plugin.
@@ -48,24 +52,15 @@ pub(crate) async fn check(
             .call_check(&mut store, password)
             .await
     };
-    // The epoch deadline stops a plugin that computes too long; this one stops a plugin
-    // waiting on the host (an upstream) too long.
-    let answer = match tokio::time::timeout(limits.deadline, call).await {
-        Ok(answer) => answer,
-        Err(_) => return Err(plugin.deadline_exceeded(engine)),
-    };
-    match answer {
+    match plugin.within_deadline(engine, call).await? {
         Ok(breach_lookup::BreachOutcome::Breached(count)) => Ok(BreachOutcome::Breached { count }),
         Ok(breach_lookup::BreachOutcome::Clean) => Ok(BreachOutcome::Clean),
-        Ok(breach_lookup::BreachOutcome::Unknown(mut reason)) => {
-            if reason.len() > MAX_REASON_BYTES {
-                let mut cut = MAX_REASON_BYTES;
-                while !reason.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                reason.truncate(cut);
-            }
-            Ok(BreachOutcome::Unknown { reason })
+        Ok(breach_lookup::BreachOutcome::Unknown(reason)) => {
+            // The plugin's own text: for logs and operators only, scrubbed and capped.
+            let reason = engine.gateway().redactor().redact(&reason);
+            Ok(BreachOutcome::Unknown {
+                reason: crate::loaded::cap_text(reason, MAX_REASON_BYTES),
+            })
         }
         Err(error) => Err(plugin.classify(engine, &store, error)),
     }

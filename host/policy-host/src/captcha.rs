@@ -99,9 +99,8 @@ pub(crate) async fn verify(
             .call_verify(&mut store, &wit_input)
             .await
     };
-    match tokio::time::timeout(limits.deadline, call).await {
-        Ok(Ok(decision)) => from_wit(decision, engine, plugin),
-        Ok(Err(error)) => Err(plugin.classify(engine, &store, error)),
-        Err(_) => Err(plugin.deadline_exceeded(engine)),
+    match plugin.within_deadline(engine, call).await? {
+        Ok(decision) => from_wit(decision, engine, plugin),
+        Err(error) => Err(plugin.classify(engine, &store, error)),
     }
 }

@@ -75,8 +75,13 @@ pub struct Slot {
     last_error: Mutex<Option<String>>,
     /// Settings set at run time over the configured ones (e.g. from a Configuration Service).
     setting_overrides: Mutex<Arc<BTreeMap<String, String>>>,
-    /// Serialises loads of this slot; decisions never take it.
+    /// Serialises loads of this slot; decisions and rollbacks never take it, so a slow
+    /// candidate holds up nothing but the next load.
     loading: tokio::sync::Mutex<()>,
+    /// Held only for the instant of a swap or a rollback, so the two never interleave.
+    swapping: Mutex<()>,
+    /// The slot's share of the instance pool, shared by every version it serves.
+    admission: Arc<tokio::sync::Semaphore>,
 }
 
 impl Slot {
@@ -114,12 +119,16 @@ impl Catalog {
             .filter_map(|name| config.slot(&name))
             .map(|resolved| {
                 let slot = Slot {
-                    config: resolved,
                     current: ArcSwapOption::empty(),
                     previous: Mutex::new(None),
                     last_error: Mutex::new(None),
                     setting_overrides: Mutex::new(Arc::default()),
                     loading: tokio::sync::Mutex::new(()),
+                    swapping: Mutex::new(()),
+                    admission: Arc::new(tokio::sync::Semaphore::new(
+                        resolved.max_concurrent as usize,
+                    )),
+                    config: resolved,
                 };
                 (slot.config.name.clone(), slot)
             })
@@ -220,19 +229,22 @@ impl Catalog {
         let engine = self.engine.clone();
         let mut config = slot.config.clone();
         config.settings = slot.effective_settings();
-        let candidate =
-            tokio::task::spawn_blocking(move || prepare(&engine, &config, &bytes, sha256))
-                .await
-                .map_err(|error| LoadError::Internal {
-                    name: name.clone(),
-                    message: format!("compilation task failed: {error}"),
-                })??;
+        let admission = slot.admission.clone();
+        let candidate = tokio::task::spawn_blocking(move || {
+            prepare(&engine, &config, &bytes, sha256, admission)
+        })
+        .await
+        .map_err(|error| LoadError::Internal {
+            name: name.clone(),
+            message: format!("compilation task failed: {error}"),
+        })??;
         let candidate = Arc::new(self.smoke_test(candidate).await?);
         // Overrides may have changed while the candidate compiled.
         candidate
             .settings
             .store(Arc::new(slot.effective_settings()));
         let to = candidate.identity.clone();
+        let _swapping = lock(&slot.swapping);
         let from = slot.current.swap(Some(candidate));
         let from_identity = from.as_ref().map(|from| from.identity.clone());
         if from.is_some() {
@@ -261,7 +273,7 @@ impl Catalog {
         if info.name != *candidate.identity.name {
             tracing::warn!(slot = %candidate.identity.name, reported = %info.name, "plugin reports a different name than its slot");
         }
-        candidate.identity.version = info.version.into();
+        candidate.set_reported_identity(&info.name, &info.version);
         match candidate.kind {
             PluginKind::PasswordPolicy => {
                 password_policy::evaluate(
@@ -300,13 +312,14 @@ impl Catalog {
     }
 
     /// Puts the previous version back in service (and the current one aside, so a second
-    /// rollback undoes the first). Holds until the next change of the plugin file or reload.
+    /// rollback undoes the first). Returns at once, even while a candidate is being validated. Holds until the next change of the plugin file or reload.
     pub async fn rollback(&self, name: &str) -> Result<PluginIdentity, RollbackError> {
         let slot = self
             .slots
             .get(name)
             .ok_or_else(|| RollbackError::UnknownSlot(name.to_owned()))?;
-        let _serialised = slot.loading.lock().await;
+        // Not behind `loading`: a rollback must not wait for a candidate being validated.
+        let _swapping = lock(&slot.swapping);
         let previous = lock(&slot.previous)
             .take()
             .ok_or_else(|| RollbackError::NoPreviousVersion(name.to_owned()))?;
@@ -351,6 +364,7 @@ fn prepare(
     slot: &ResolvedSlot,
     bytes: &[u8],
     sha256: String,
+    admission: Arc<tokio::sync::Semaphore>,
 ) -> Result<LoadedPlugin, LoadError> {
     let name = slot.name.clone();
     let component = engine
@@ -406,14 +420,19 @@ fn prepare(
     };
     let egress = match kind {
         PluginKind::PasswordPolicy => None,
-        PluginKind::BreachCheck | PluginKind::Captcha => Some(Arc::new(
-            PluginEgress::new(&name, &slot.egress, engine.gateway().defaults()).map_err(
-                |message| LoadError::Internal {
+        PluginKind::BreachCheck | PluginKind::Captcha => {
+            let mut egress = PluginEgress::new(&name, &slot.egress, engine.gateway().defaults())
+                .map_err(|message| LoadError::Internal {
                     name: name.clone(),
                     message,
-                },
-            )?,
-        )),
+                })?;
+            // Inside a decision, a call slower than 60 % of the deadline is a slow call.
+            let slow = engine.limits().deadline * 6 / 10;
+            for rule in &mut egress.rules {
+                rule.policy.breaker.slow_call.get_or_insert(slow);
+            }
+            Some(Arc::new(egress))
+        }
     };
     let identity = PluginIdentity {
         name: name.as_str().into(),
@@ -427,6 +446,7 @@ fn prepare(
         Arc::new(slot.settings.clone()),
         pre,
         egress,
+        (admission, slot.max_concurrent),
     ))
 }
 

@@ -67,6 +67,10 @@ pub struct PluginConfig {
     pub replay_window_ms: Option<u64>,
     /// Destinations the plugin may call (`[[plugins.slots.<name>.egress]]`); none by default.
     pub egress: Vec<DestinationConfig>,
+    /// Most decisions of this slot running at once (`max-concurrent-decisions`); by default
+    /// an equal share of `limits.max-concurrent-instances` that leaves one share free.
+    #[serde(rename = "max-concurrent-decisions")]
+    pub max_concurrent_decisions: Option<u32>,
 }
 
 impl HostConfig {
@@ -93,7 +97,55 @@ impl HostConfig {
             replay_window: std::time::Duration::from_millis(
                 config.replay_window_ms.unwrap_or(600_000),
             ),
+            max_concurrent: config
+                .max_concurrent_decisions
+                .unwrap_or_else(|| self.limits.default_slot_share(self.slot_names().len()))
+                .max(1),
         })
+    }
+
+    /// Refuses a configuration whose plugin timeouts cannot fit inside the decision deadline:
+    /// a destination's connect, first-byte or between-bytes timeout, or a plugin's own
+    /// `timeout-ms` setting, at or above `limits.deadline-ms` would let an upstream eat the
+    /// whole decision before any timeout fires. The message names both numbers.
+    pub fn check_timeouts_fit(&self) -> Result<(), String> {
+        let deadline = self.limits.deadline;
+        for name in self.slot_names() {
+            let Some(slot) = self.slot(&name).filter(|slot| slot.enabled) else {
+                continue;
+            };
+            for destination in &slot.egress {
+                let policy = destination.policy.as_ref().unwrap_or(&self.egress.defaults);
+                for (key, timeout) in [
+                    ("connect-timeout-ms", policy.connect_timeout),
+                    ("first-byte-timeout-ms", policy.first_byte_timeout),
+                    ("between-bytes-timeout-ms", policy.between_bytes_timeout),
+                ] {
+                    if timeout >= deadline {
+                        return Err(format!(
+                            "plugin `{name}`: {key} = {} for {} does not fit inside the decision \
+                             deadline (limits.deadline-ms = {}); make it shorter than the deadline",
+                            timeout.as_millis(),
+                            destination.url,
+                            deadline.as_millis()
+                        ));
+                    }
+                }
+            }
+            if let Some(value) = slot.settings.get("timeout-ms") {
+                let millis: u64 = value.trim().parse().map_err(|_| {
+                    format!("plugin `{name}`: setting timeout-ms = {value:?} is not a number")
+                })?;
+                if u128::from(millis) >= deadline.as_millis() {
+                    return Err(format!(
+                        "plugin `{name}`: setting timeout-ms = {millis} does not fit inside the \
+                         decision deadline (limits.deadline-ms = {}); make it shorter",
+                        deadline.as_millis()
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every slot the configuration knows of: explicit entries and the kinds' default names.
@@ -120,4 +172,6 @@ pub struct ResolvedSlot {
     pub egress: Vec<DestinationConfig>,
     pub fail_policy_by_flow: BTreeMap<String, FailPolicy>,
     pub replay_window: std::time::Duration,
+    /// Most decisions of this slot running at once.
+    pub max_concurrent: u32,
 }

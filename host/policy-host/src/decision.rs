@@ -88,6 +88,7 @@ pub struct DecisionRecord {
     pub decision: Decision,
     /// The plugin that decided; `None` when no plugin was loaded at all.
     pub plugin: Option<PluginIdentity>,
-    /// `Some(reason)` when the plugin failed and the fail policy produced the decision.
-    pub fail_policy_applied: Option<String>,
+    /// `Some(error)` when the plugin failed and the fail policy produced the decision. Match
+    /// on the variant (e.g. [`crate::PluginError::is_not_loaded`]), never on its text.
+    pub fail_policy_applied: Option<crate::PluginError>,
 }

@@ -52,7 +52,17 @@ pub enum PluginError {
     /// The plugin ran but its upstream failed (e.g. a breach check's `unknown`).
     #[error("plugin `{name}` could not reach its upstream: {reason}")]
     Upstream { name: String, reason: String },
-    /// Every instance slot is busy: too many decisions at once.
+    /// The slot's share of instances stayed busy for the whole queue wait: too many decisions
+    /// of this slot at once. Other slots are unaffected.
+    #[error(
+        "plugin `{name}` is at its limit of {limit} concurrent decisions; none freed up within {waited:?}"
+    )]
+    Overloaded {
+        name: String,
+        limit: u32,
+        waited: Duration,
+    },
+    /// The instance could not be created (the engine's pool is exhausted, or linking failed).
     #[error("plugin `{name}` {version} could not be instantiated: {message}")]
     Instantiation {
         name: String,
@@ -74,7 +84,21 @@ impl PluginError {
             Self::InvalidOutput { .. } => "plugin-invalid-output",
             Self::Instantiation { .. } => "plugin-instantiation-failed",
             Self::Upstream { .. } => "upstream-unavailable",
+            Self::Overloaded { .. } => "plugin-overloaded",
         }
+    }
+
+    /// True when no plugin was loaded in the slot: the check did not run at all.
+    pub fn is_not_loaded(&self) -> bool {
+        matches!(self, Self::NotLoaded { .. })
+    }
+}
+
+/// Serialised as its stable [`PluginError::code`] only: the message can carry text a plugin
+/// wrote, which is for logs and operators, never for callers of the public API.
+impl serde::Serialize for PluginError {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.code())
     }
 }
 

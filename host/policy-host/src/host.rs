@@ -41,6 +41,21 @@ impl PolicyHost {
             config.egress.clone(),
         )
         .map_err(|error| anyhow::anyhow!("cannot build the wasm engine: {error:#}"))?;
+        config.check_timeouts_fit().map_err(anyhow::Error::msg)?;
+        let shares: u64 = config
+            .slot_names()
+            .iter()
+            .filter_map(|name| config.slot(name))
+            .filter(|slot| slot.enabled)
+            .map(|slot| u64::from(slot.max_concurrent))
+            .sum();
+        if shares > u64::from(config.limits.max_concurrent_instances) {
+            anyhow::bail!(
+                "the slots' max-concurrent-decisions add up to {shares}, more than the pool's \
+                 max-concurrent-instances ({}): one slot could starve the others",
+                config.limits.max_concurrent_instances
+            );
+        }
         let catalog = Arc::new(Catalog::new(Arc::new(engine), config));
         std::fs::create_dir_all(&config.dir).map_err(|error| {
             anyhow::anyhow!(
@@ -98,6 +113,7 @@ impl PolicyHost {
         input: &PasswordInput,
     ) -> Result<DecisionRecord, PluginError> {
         let plugin = self.serving(name, PluginKind::PasswordPolicy)?;
+        let _instance = plugin.admit(self.catalog.engine()).await?;
         let decision = password_policy::evaluate(self.catalog.engine(), &plugin, input).await?;
         plugin.count_decision();
         Ok(DecisionRecord {
@@ -112,11 +128,15 @@ impl PolicyHost {
     /// allow, flagged with `breach-check-unavailable`); the record says which.
     pub async fn check_breach(&self, name: &str, password: &str) -> BreachRecord {
         let outcome = match self.serving(name, PluginKind::BreachCheck) {
-            Ok(plugin) => match breach_check::check(self.catalog.engine(), &plugin, password).await
-            {
-                Ok(outcome) => {
-                    plugin.count_decision();
-                    Ok((outcome, plugin))
+            Ok(plugin) => match plugin.admit(self.catalog.engine()).await {
+                Ok(_instance) => {
+                    match breach_check::check(self.catalog.engine(), &plugin, password).await {
+                        Ok(outcome) => {
+                            plugin.count_decision();
+                            Ok((outcome, plugin))
+                        }
+                        Err(error) => Err(error),
+                    }
                 }
                 Err(error) => Err(error),
             },
@@ -147,7 +167,7 @@ impl PolicyHost {
             },
             Err(error) => {
                 let outcome = BreachOutcome::Unknown {
-                    reason: error.to_string(),
+                    reason: error.code().to_owned(),
                 };
                 BreachRecord {
                     record: self.fail(name, PluginKind::BreachCheck, error),
@@ -192,6 +212,10 @@ impl PolicyHost {
             .idempotency_key
             .clone()
             .unwrap_or_else(captcha::new_idempotency_key);
+        let _instance = match plugin.admit(self.catalog.engine()).await {
+            Ok(permit) => permit,
+            Err(error) => return self.fail_for_flow(name, flow, error),
+        };
         match captcha::verify(self.catalog.engine(), &plugin, input, &key).await {
             Ok(decision) if decision.codes().contains(&"captcha-unavailable") => {
                 plugin.count_decision();
@@ -255,13 +279,18 @@ impl PolicyHost {
         let policy = slot
             .map(|slot| slot.config.fail_policy)
             .unwrap_or_else(|| crate::FailPolicy::default_for(kind));
-        tracing::warn!(plugin = name, %error, ?policy, "plugin failed; applying the fail policy");
+        crate::egress::log_throttle::warn_throttled(
+            &format!("{name} {}", error.code()),
+            |suppressed| {
+                tracing::warn!(plugin = name, %error, ?policy, suppressed, "plugin failed; applying the fail policy");
+            },
+        );
         DecisionRecord {
             decision: policy.decide(kind, &error),
             plugin: slot
                 .and_then(|slot| slot.current())
                 .map(|plugin| plugin.identity.clone()),
-            fail_policy_applied: Some(error.to_string()),
+            fail_policy_applied: Some(error),
         }
     }
 }

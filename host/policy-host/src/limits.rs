@@ -26,9 +26,15 @@ pub struct RuntimeLimits {
     /// Granularity of the deadline: the epoch ticker's period (`epoch-tick-ms`).
     #[serde(rename = "epoch-tick-ms", with = "millis")]
     pub epoch_tick: Duration,
-    /// Most instances alive at once, across all plugins (`max-concurrent-instances`).
+    /// Most instances alive at once, across all plugins (`max-concurrent-instances`). Each slot
+    /// gets a share of it (`max-concurrent-decisions` per slot), so one slot can never take
+    /// the instances the others need.
     #[serde(rename = "max-concurrent-instances")]
     pub max_concurrent_instances: u32,
+    /// How long a decision waits for its slot's share to free up before it fails with
+    /// `plugin-overloaded` and the slot's fail policy applies (`queue-ms`).
+    #[serde(rename = "queue-ms", with = "millis")]
+    pub queue_timeout: Duration,
 }
 
 impl Default for RuntimeLimits {
@@ -41,11 +47,19 @@ impl Default for RuntimeLimits {
             max_text_bytes: 1024,
             epoch_tick: Duration::from_millis(5),
             max_concurrent_instances: 256,
+            queue_timeout: Duration::from_millis(50),
         }
     }
 }
 
 impl RuntimeLimits {
+    /// The default share of the instance pool of each of `slots` slots: together they leave
+    /// one share free for loads (info and smoke decisions of candidates).
+    pub fn default_slot_share(&self, slots: usize) -> u32 {
+        let slots = u32::try_from(slots).unwrap_or(u32::MAX).saturating_add(1);
+        (self.max_concurrent_instances / slots).max(1)
+    }
+
     /// The deadline in epoch ticks: rounded up, plus one. The tick in progress when a decision
     /// starts is already partly over, so counting only whole ticks could stop a plugin up to
     /// one tick before its deadline; with the extra tick it stops at most one tick after.

@@ -14,13 +14,18 @@ use crate::{
 use arc_swap::ArcSwap;
 use std::{
     collections::BTreeMap,
+    future::Future,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::SystemTime,
 };
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Store, Trap};
+
+/// Longest text a plugin's failure (trap message, captured stderr) may put in an error.
+const MAX_ERROR_TEXT_BYTES: usize = 1024;
 
 /// The pre-linked, ready-to-instantiate component, typed by kind.
 pub(crate) enum PreInstance {
@@ -46,8 +51,13 @@ pub struct LoadedPlugin {
     pub(crate) pre: PreInstance,
     /// Where the plugin may send requests; `None` for kinds without network access.
     pub(crate) egress: Option<Arc<PluginEgress>>,
+    /// `slot: name version` as the plugin reports them, for its log lines.
     label: Arc<str>,
     decisions: AtomicU64,
+    /// The slot's share of the instance pool, shared by every version of the slot.
+    admission: Arc<Semaphore>,
+    /// The size of that share.
+    admission_limit: u32,
 }
 
 impl LoadedPlugin {
@@ -58,8 +68,10 @@ impl LoadedPlugin {
         settings: Arc<BTreeMap<String, String>>,
         pre: PreInstance,
         egress: Option<Arc<PluginEgress>>,
+        admission: (Arc<Semaphore>, u32),
     ) -> Self {
-        let label = format!("{} {}", identity.name, identity.version).into();
+        let label = format!("{}: (loading)", identity.name).into();
+        let (admission, admission_limit) = admission;
         Self {
             identity,
             kind,
@@ -70,7 +82,68 @@ impl LoadedPlugin {
             egress,
             label,
             decisions: AtomicU64::new(0),
+            admission,
+            admission_limit,
         }
+    }
+
+    /// Records who the plugin says it is (from `info()`), for decision records and log lines.
+    pub(crate) fn set_reported_identity(&mut self, name: &str, version: &str) {
+        let printable =
+            |text: &str| -> String { text.chars().filter(|c| !c.is_control()).take(64).collect() };
+        self.identity.version = printable(version).into();
+        self.label = format!(
+            "{}: {} {}",
+            self.identity.name,
+            printable(name),
+            self.identity.version
+        )
+        .into();
+    }
+
+    /// Takes one instance of the slot's share, waiting at most the queue timeout: a slot whose
+    /// decisions all hang can only exhaust its own share, never the other slots'.
+    pub(crate) async fn admit(
+        &self,
+        engine: &PolicyEngine,
+    ) -> Result<OwnedSemaphorePermit, PluginError> {
+        let slot = &*self.identity.name;
+        let permit = match self.admission.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let wait = engine.limits().queue_timeout.min(engine.limits().deadline);
+                match tokio::time::timeout(wait, self.admission.clone().acquire_owned()).await {
+                    Ok(Ok(permit)) => permit,
+                    _ => {
+                        metrics::counter!("plugin_admission_rejections_total", "slot" => slot.to_owned())
+                            .increment(1);
+                        return Err(PluginError::Overloaded {
+                            name: slot.to_owned(),
+                            limit: self.admission_limit,
+                            waited: wait,
+                        });
+                    }
+                }
+            }
+        };
+        let in_flight = self.admission_limit as usize - self.admission.available_permits();
+        metrics::gauge!("plugin_instances_in_flight", "slot" => slot.to_owned())
+            .set(in_flight as f64);
+        Ok(permit)
+    }
+
+    /// Runs one guest call (instantiation included) under the host's timer. Epoch interruption
+    /// stops a guest that computes; this timer stops one that waits (a `wasi:clocks` sleep, a
+    /// pollable, a stream, an upstream), so no call of any kind outlives the deadline. The
+    /// inner result is the guest's own; the outer error is the deadline.
+    pub(crate) async fn within_deadline<T>(
+        &self,
+        engine: &PolicyEngine,
+        call: impl Future<Output = wasmtime::Result<T>>,
+    ) -> Result<wasmtime::Result<T>, PluginError> {
+        tokio::time::timeout(engine.limits().deadline, call)
+            .await
+            .map_err(|_| self.deadline_exceeded(engine))
     }
 
     /// Decisions served by this version so far (smoke decisions excluded).
@@ -95,6 +168,7 @@ impl LoadedPlugin {
             self.label.clone(),
             limits.memory_bytes,
             hooks,
+            engine.gateway().redactor().clone(),
         );
         let mut store = Store::new(engine.engine(), state);
         store.limiter(|state| &mut state.memory);
@@ -119,6 +193,9 @@ impl LoadedPlugin {
                 limit_bytes: store.data().memory.limit_bytes,
             };
         }
+        // A trap message and the captured stderr are the plugin's own text: scrubbed of every
+        // secret and capped before they go anywhere.
+        let redactor = engine.gateway().redactor();
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => self.deadline_exceeded(engine),
             Some(trap) => {
@@ -131,13 +208,13 @@ impl LoadedPlugin {
                 PluginError::Trap {
                     name,
                     version,
-                    message,
+                    message: cap_text(redactor.redact(&message), MAX_ERROR_TEXT_BYTES),
                 }
             }
             None => PluginError::Instantiation {
                 name,
                 version,
-                message: format!("{error:#}"),
+                message: cap_text(redactor.redact(&format!("{error:#}")), MAX_ERROR_TEXT_BYTES),
             },
         }
     }
@@ -182,41 +259,58 @@ impl LoadedPlugin {
         }
     }
 
-    /// Asks the plugin who it is, in a fresh instance (every kind exports `info`).
+    /// Asks the plugin who it is, in a fresh instance (every kind exports `info`), within the
+    /// decision deadline.
     pub(crate) async fn info(
         &self,
         engine: &PolicyEngine,
     ) -> Result<crate::bindings::types::PluginInfo, PluginError> {
         let mut store = self.new_store(engine);
-        let answer = match &self.pre {
-            PreInstance::PasswordPolicy(pre) => match pre.instantiate_async(&mut store).await {
-                Ok(instance) => {
-                    instance
-                        .user_service_policy_password_rules()
-                        .call_info(&mut store)
-                        .await
-                }
-                Err(error) => Err(error),
-            },
-            PreInstance::BreachCheck(pre) => match pre.instantiate_async(&mut store).await {
-                Ok(instance) => {
-                    instance
-                        .user_service_policy_breach_lookup()
-                        .call_info(&mut store)
-                        .await
-                }
-                Err(error) => Err(error),
-            },
-            PreInstance::Captcha(pre) => match pre.instantiate_async(&mut store).await {
-                Ok(instance) => {
-                    instance
-                        .user_service_policy_captcha_verifier()
-                        .call_info(&mut store)
-                        .await
-                }
-                Err(error) => Err(error),
-            },
+        let call = async {
+            match &self.pre {
+                PreInstance::PasswordPolicy(pre) => match pre.instantiate_async(&mut store).await {
+                    Ok(instance) => {
+                        instance
+                            .user_service_policy_password_rules()
+                            .call_info(&mut store)
+                            .await
+                    }
+                    Err(error) => Err(error),
+                },
+                PreInstance::BreachCheck(pre) => match pre.instantiate_async(&mut store).await {
+                    Ok(instance) => {
+                        instance
+                            .user_service_policy_breach_lookup()
+                            .call_info(&mut store)
+                            .await
+                    }
+                    Err(error) => Err(error),
+                },
+                PreInstance::Captcha(pre) => match pre.instantiate_async(&mut store).await {
+                    Ok(instance) => {
+                        instance
+                            .user_service_policy_captcha_verifier()
+                            .call_info(&mut store)
+                            .await
+                    }
+                    Err(error) => Err(error),
+                },
+            }
         };
+        let answer = self.within_deadline(engine, call).await?;
         answer.map_err(|error| self.classify(engine, &store, error))
     }
+}
+
+/// `text` cut to at most `limit` bytes (on a character boundary), marked when cut.
+pub(crate) fn cap_text(mut text: String, limit: usize) -> String {
+    if text.len() > limit {
+        let mut cut = limit;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
 }

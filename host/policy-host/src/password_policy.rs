@@ -31,7 +31,7 @@ pub(crate) fn smoke_input() -> PasswordInput {
 /// Most context words passed to a plugin; the rest are dropped.
 const MAX_CONTEXT_WORDS: usize = 16;
 
-/// Runs `plugin` on `input` in a fresh instance.
+/// Runs `plugin` on `input` in a fresh instance, within the decision deadline.
 pub(crate) async fn evaluate(
     engine: &PolicyEngine,
     plugin: &LoadedPlugin,
@@ -52,11 +52,6 @@ pub(crate) async fn evaluate(
             actual: plugin.kind,
         });
     };
-    let mut store = plugin.new_store(engine);
-    let instance = match pre.instantiate_async(&mut store).await {
-        Ok(instance) => instance,
-        Err(error) => return Err(plugin.classify(engine, &store, error)),
-    };
     let wit_input = password_rules::PasswordInput {
         password: input.password.clone(),
         has_mfa: input.has_mfa,
@@ -67,11 +62,15 @@ pub(crate) async fn evaluate(
             .cloned()
             .collect(),
     };
-    let answer = instance
-        .user_service_policy_password_rules()
-        .call_evaluate(&mut store, &wit_input)
-        .await;
-    match answer {
+    let mut store = plugin.new_store(engine);
+    let call = async {
+        let instance = pre.instantiate_async(&mut store).await?;
+        instance
+            .user_service_policy_password_rules()
+            .call_evaluate(&mut store, &wit_input)
+            .await
+    };
+    match plugin.within_deadline(engine, call).await? {
         Ok(decision) => from_wit(decision, engine, plugin),
         Err(error) => Err(plugin.classify(engine, &store, error)),
     }
@@ -84,10 +83,12 @@ pub(crate) fn from_wit(
     plugin: &LoadedPlugin,
 ) -> Result<Decision, PluginError> {
     let limits = engine.limits();
+    // Plugin text is scrubbed of every secret before it goes anywhere, errors included.
+    let redactor = engine.gateway().redactor();
     let invalid = |message: String| PluginError::InvalidOutput {
         name: plugin.identity.name.to_string(),
         version: plugin.identity.version.to_string(),
-        message,
+        message: redactor.redact(&message),
     };
     if decision.findings.len() > limits.max_findings
         || decision.attributes.len() > limits.max_findings
@@ -127,7 +128,7 @@ pub(crate) fn from_wit(
         }
         findings.push(Finding {
             code: finding.code,
-            message: finding.message,
+            message: redactor.redact(&finding.message),
         });
     }
     let mut attributes = Vec::with_capacity(decision.attributes.len());
@@ -139,7 +140,7 @@ pub(crate) fn from_wit(
             types::AttributeValue::Flag(value) => AttributeValue::Flag(value),
             types::AttributeValue::Text(value) => {
                 check_text("attribute value", &value)?;
-                AttributeValue::Text(value)
+                AttributeValue::Text(redactor.redact(&value))
             }
         };
         attributes.push(Attribute {

@@ -2,7 +2,7 @@
 
 use crate::{
     bindings::{logging, settings},
-    egress::hooks::EgressHooks,
+    egress::{hooks::EgressHooks, redact::Redactor},
 };
 use std::{collections::BTreeMap, sync::Arc};
 use wasmtime::{ResourceLimiter, component::ResourceTable};
@@ -26,9 +26,11 @@ pub struct PluginState {
     /// The memory cap and whether the plugin ran into it.
     pub(crate) memory: MemoryCap,
     settings: Arc<BTreeMap<String, String>>,
-    /// `name version`, for log lines.
+    /// `slot: name version`, for log lines.
     label: Arc<str>,
     log_lines: u32,
+    /// Scrubs secrets from what the plugin logs.
+    redactor: Redactor,
 }
 
 impl PluginState {
@@ -39,6 +41,7 @@ impl PluginState {
         label: Arc<str>,
         memory_bytes: usize,
         hooks: EgressHooks,
+        redactor: Redactor,
     ) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
@@ -57,6 +60,7 @@ impl PluginState {
             settings,
             label,
             log_lines: 0,
+            redactor,
         }
     }
 
@@ -99,15 +103,15 @@ impl logging::Host for PluginState {
         if self.log_lines > MAX_LOG_LINES {
             return;
         }
-        let mut message = message;
-        if message.len() > MAX_LOG_LINE_BYTES {
-            let mut cut = MAX_LOG_LINE_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
+        // The plugin's text: no secret in any encoding, no control characters (no forged log
+        // lines), bounded.
+        let message: String = self
+            .redactor
+            .redact(&message)
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let message = crate::loaded::cap_text(message, MAX_LOG_LINE_BYTES);
         let plugin = &*self.label;
         match level {
             logging::Level::Trace => tracing::trace!(plugin, "{message}"),

@@ -145,7 +145,10 @@ impl Default for ServiceConfig {
 /// take seconds); retries beyond one belong to the outbox.
 fn default_outbound() -> EgressConfig {
     let mut outbound = EgressConfig::default();
+    // Internal services are not bound by a plugin decision's deadline: roomier timeouts.
+    outbound.defaults.connect_timeout = Duration::from_secs(1);
     outbound.defaults.first_byte_timeout = Duration::from_secs(5);
+    outbound.defaults.between_bytes_timeout = Duration::from_secs(1);
     outbound
 }
 

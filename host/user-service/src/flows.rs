@@ -73,13 +73,17 @@ pub async fn check_new_password(
 
 /// Folds a decision into the report; an unloaded plugin is a warning, not a refusal.
 fn merge(report: &mut PasswordReport, record: DecisionRecord, what: &str) {
-    if let Some(reason) = &record.fail_policy_applied {
-        if reason.starts_with("no plugin is loaded") {
-            report.warnings.push(format!("{what} skipped: {reason}"));
+    // Only stable codes reach the caller: an error's text can carry what a plugin wrote.
+    if let Some(error) = &record.fail_policy_applied {
+        if error.is_not_loaded() {
+            report
+                .warnings
+                .push(format!("{what} skipped: no plugin is loaded"));
             return;
         }
         report.warnings.push(format!(
-            "{what} unavailable ({reason}); decided by the fail policy"
+            "{what} unavailable ({}); decided by the fail policy",
+            error.code()
         ));
     }
     if record.decision.verdict != Verdict::Allow {
@@ -131,8 +135,8 @@ pub async fn require_captcha(
     let record = host.verify_captcha(&flows.captcha, &input).await;
     if record
         .fail_policy_applied
-        .as_deref()
-        .is_some_and(|reason| reason.starts_with("no plugin is loaded"))
+        .as_ref()
+        .is_some_and(policy_host::PluginError::is_not_loaded)
     {
         tracing::warn!(slot = %flows.captcha, "captcha configured but no plugin loaded; skipping");
         return Ok(());

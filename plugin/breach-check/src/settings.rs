@@ -19,7 +19,7 @@ impl Default for BreachSettings {
             base_url: "https://api.pwnedpasswords.com".to_owned(),
             max_breaches: 0,
             user_agent: concat!("user-service-breach-check/", env!("CARGO_PKG_VERSION")).to_owned(),
-            timeout_ms: 1500,
+            timeout_ms: 800,
         }
     }
 }

@@ -28,7 +28,7 @@ pub struct CaptchaSettings {
     default_challenge_threshold: Option<f64>,
     /// `max-token-age-s`: oldest acceptable `challenge_ts` (default: the provider's validity).
     pub max_token_age_secs: u64,
-    /// `timeout-ms`: first-byte timeout asked of the host (default 2000).
+    /// `timeout-ms`: first-byte timeout asked of the host (default 800, inside the host's 1 s decision deadline).
     pub timeout_ms: u64,
 }
 
@@ -81,7 +81,7 @@ impl CaptchaSettings {
             provider.token_validity_secs(),
             &mut warnings,
         );
-        let timeout_ms = integer("timeout-ms", 2000, &mut warnings);
+        let timeout_ms = integer("timeout-ms", 800, &mut warnings);
         let settings = Self {
             provider,
             base_url: get("base-url")

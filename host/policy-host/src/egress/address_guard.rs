@@ -50,21 +50,42 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
     }
 }
 
+/// Why a destination's addresses cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    /// The name did not resolve (NXDOMAIN, no answer, resolver failure): the upstream's side.
+    #[error("cannot resolve {host}: {reason}")]
+    Unresolvable { host: String, reason: String },
+    /// It resolved only to addresses this destination may not reach: the gateway's refusal.
+    #[error("{host} resolves to {address} ({reason}), which this destination may not reach")]
+    Refused {
+        host: String,
+        address: IpAddr,
+        reason: &'static str,
+    },
+}
+
 /// Resolves `host:port` and keeps the addresses this destination may use.
 pub async fn resolve_checked(
     host: &str,
     port: u16,
     allow_private: bool,
-) -> Result<Vec<SocketAddr>, String> {
+) -> Result<Vec<SocketAddr>, AddressError> {
     let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
         Err(_) => tokio::net::lookup_host((host, port))
             .await
-            .map_err(|error| format!("cannot resolve {host}: {error}"))?
+            .map_err(|error| AddressError::Unresolvable {
+                host: host.to_owned(),
+                reason: error.to_string(),
+            })?
             .collect(),
     };
     if addresses.is_empty() {
-        return Err(format!("{host} resolved to no address"));
+        return Err(AddressError::Unresolvable {
+            host: host.to_owned(),
+            reason: "no address".to_owned(),
+        });
     }
     if allow_private {
         return Ok(addresses);
@@ -73,12 +94,12 @@ pub async fn resolve_checked(
         .into_iter()
         .partition(|address| non_public_reason(address.ip()).is_none());
     if public.is_empty() {
-        let address = refused[0];
-        let reason = non_public_reason(address.ip()).unwrap_or("non-public");
-        return Err(format!(
-            "{host} resolves to {} ({reason}), which this destination may not reach",
-            address.ip()
-        ));
+        let address = refused[0].ip();
+        return Err(AddressError::Refused {
+            host: host.to_owned(),
+            address,
+            reason: non_public_reason(address).unwrap_or("non-public"),
+        });
     }
     Ok(public)
 }
@@ -116,6 +137,7 @@ mod tests {
             resolve_checked("169.254.169.254", 80, false)
                 .await
                 .unwrap_err()
+                .to_string()
                 .contains("link-local")
         );
         assert_eq!(

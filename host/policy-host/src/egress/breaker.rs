@@ -1,6 +1,11 @@
-//! A per-destination circuit breaker: closed → open on a failure rate over a window of recent
-//! calls; open → half-open after a pause; half-open lets a few probes through and closes when
-//! they all succeed, or opens again on the first failure.
+//! A per-destination circuit breaker: closed → open on a failure rate (or a slow-call rate) over
+//! a window of recent calls; open → half-open after a pause; half-open lets a few probes
+//! through and closes when they all succeed, or opens again on the first failure.
+//!
+//! Every permitted call ends in exactly one recorded outcome: a [`Permit`] dropped without
+//! [`Permit::record`] (the caller's future was cancelled, typically by the decision's
+//! deadline) counts as a failure, so a hanging upstream opens the breaker like a refusing one.
+//! State changes are logged once each.
 
 use super::config::BreakerConfig;
 use std::{
@@ -17,23 +22,84 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+/// How one call went, as the breaker counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// A usable answer, in time.
+    Success,
+    /// A usable answer, slower than the slow-call threshold.
+    Slow,
+    /// No usable answer: refused, unresolvable, timed out, reset, 5xx/429, cancelled.
+    Failure,
+}
+
 enum State {
-    Closed { outcomes: VecDeque<bool> },
+    Closed { outcomes: VecDeque<CallOutcome> },
     Open { until: Instant },
     HalfOpen { in_flight: u32, successes: u32 },
 }
 
 /// A circuit breaker for one destination.
 pub struct CircuitBreaker {
+    /// The destination, for log lines.
+    name: String,
     config: BreakerConfig,
     state: Mutex<State>,
 }
 
-/// Permission to make one call; report its outcome with [`CircuitBreaker::record`].
+/// Permission to make one call. Report its outcome with [`Permit::record`]; dropping it
+/// unrecorded counts as a failure.
 #[derive(Debug)]
-#[must_use = "report the call's outcome with CircuitBreaker::record"]
-pub struct Permit {
+#[must_use = "report the call's outcome with Permit::record"]
+pub struct Permit<'a> {
+    breaker: &'a CircuitBreaker,
     probe: bool,
+    started: Instant,
+    recorded: bool,
+}
+
+impl std::fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("name", &self.name)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl Permit<'_> {
+    /// Reports how the call went: `usable` when it got an answer the caller can use. A usable
+    /// answer slower than the slow-call threshold counts as slow.
+    pub fn record(mut self, usable: bool) {
+        self.recorded = true;
+        let outcome = match (usable, self.breaker.config.slow_call) {
+            (false, _) => CallOutcome::Failure,
+            (true, Some(threshold)) if self.started.elapsed() > threshold => CallOutcome::Slow,
+            (true, _) => CallOutcome::Success,
+        };
+        self.breaker.record(self.probe, outcome);
+    }
+}
+
+impl Permit<'_> {
+    /// Gives the permit back without an outcome: the gateway refused the call itself (an SSRF
+    /// refusal, say), which says nothing about the upstream.
+    pub fn discard(mut self) {
+        self.recorded = true;
+        if self.probe
+            && let State::HalfOpen { in_flight, .. } = &mut *self.breaker.lock()
+        {
+            *in_flight = in_flight.saturating_sub(1);
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.breaker.record(self.probe, CallOutcome::Failure);
+        }
+    }
 }
 
 /// The breaker refused the call.
@@ -44,8 +110,10 @@ pub struct Open {
 }
 
 impl CircuitBreaker {
-    pub fn new(config: BreakerConfig) -> Self {
+    /// A closed breaker for the destination called `name` (used in log lines).
+    pub fn new(name: impl Into<String>, config: BreakerConfig) -> Self {
         Self {
+            name: name.into(),
             config,
             state: Mutex::new(State::Closed {
                 outcomes: VecDeque::new(),
@@ -68,8 +136,9 @@ impl CircuitBreaker {
         }
     }
 
-    /// Asks to make a call.
-    pub fn try_acquire(&self) -> Result<Permit, Open> {
+    /// Asks to make a call. Refusals cost a lock and a clock read: an open breaker answers in
+    /// microseconds.
+    pub fn try_acquire(&self) -> Result<Permit<'_>, Open> {
         let mut state = self.lock();
         let now = Instant::now();
         if let State::Open { until } = *state {
@@ -82,9 +151,10 @@ impl CircuitBreaker {
                 in_flight: 0,
                 successes: 0,
             };
+            tracing::info!(destination = %self.name, "circuit breaker half-open: letting probes through");
         }
-        match &mut *state {
-            State::Closed { .. } => Ok(Permit { probe: false }),
+        let probe = match &mut *state {
+            State::Closed { .. } => false,
             State::HalfOpen {
                 in_flight,
                 successes,
@@ -95,47 +165,73 @@ impl CircuitBreaker {
                     });
                 }
                 *in_flight += 1;
-                Ok(Permit { probe: true })
+                true
             }
             State::Open { .. } => unreachable!("handled above"),
-        }
+        };
+        Ok(Permit {
+            breaker: self,
+            probe,
+            started: now,
+            recorded: false,
+        })
     }
 
-    /// Reports how a permitted call went.
-    pub fn record(&self, permit: Permit, success: bool) {
+    fn open(&self, state: &mut State, why: &str) {
+        *state = State::Open {
+            until: Instant::now() + self.config.open_for,
+        };
+        tracing::warn!(
+            destination = %self.name,
+            open_for = ?self.config.open_for,
+            "circuit breaker open: {why}; calls fail fast until probes succeed"
+        );
+    }
+
+    fn record(&self, probe: bool, outcome: CallOutcome) {
         let mut state = self.lock();
         let window = self.config.minimum_calls.max(1) as usize;
         match &mut *state {
             State::Closed { outcomes } => {
-                outcomes.push_back(success);
+                outcomes.push_back(outcome);
                 while outcomes.len() > window {
                     outcomes.pop_front();
                 }
-                let failures = outcomes.iter().filter(|ok| !**ok).count();
-                if outcomes.len() >= window
-                    && failures as f32 >= self.config.failure_rate * outcomes.len() as f32
-                {
-                    *state = State::Open {
-                        until: Instant::now() + self.config.open_for,
-                    };
+                if outcomes.len() < window {
+                    return;
+                }
+                let calls = outcomes.len() as f32;
+                let failures = outcomes
+                    .iter()
+                    .filter(|outcome| **outcome == CallOutcome::Failure)
+                    .count();
+                let slow = outcomes
+                    .iter()
+                    .filter(|outcome| **outcome == CallOutcome::Slow)
+                    .count();
+                if failures as f32 >= self.config.failure_rate * calls {
+                    let why = format!("{failures} of the last {window} calls failed");
+                    self.open(&mut state, &why);
+                } else if slow as f32 >= self.config.slow_call_rate * calls {
+                    let why = format!("{slow} of the last {window} calls were slow");
+                    self.open(&mut state, &why);
                 }
             }
             State::HalfOpen {
                 in_flight,
                 successes,
-            } if permit.probe => {
+            } if probe => {
                 *in_flight = in_flight.saturating_sub(1);
-                if !success {
-                    *state = State::Open {
-                        until: Instant::now() + self.config.open_for,
-                    };
-                } else {
+                if outcome == CallOutcome::Success {
                     *successes += 1;
                     if *successes >= self.config.half_open_probes.max(1) {
                         *state = State::Closed {
                             outcomes: VecDeque::new(),
                         };
+                        tracing::info!(destination = %self.name, "circuit breaker closed: probes succeeded");
                     }
+                } else {
+                    self.open(&mut state, "a half-open probe failed");
                 }
             }
             // A call that started before the breaker opened: its outcome is stale.
@@ -149,18 +245,23 @@ mod tests {
     use super::*;
 
     fn breaker(open_for: Duration) -> CircuitBreaker {
-        CircuitBreaker::new(BreakerConfig {
-            failure_rate: 0.5,
-            minimum_calls: 4,
-            open_for,
-            half_open_probes: 2,
-        })
+        CircuitBreaker::new(
+            "test",
+            BreakerConfig {
+                failure_rate: 0.5,
+                minimum_calls: 4,
+                open_for,
+                half_open_probes: 2,
+                slow_call: Some(Duration::from_millis(20)),
+                slow_call_rate: 1.0,
+            },
+        )
     }
 
     fn call(breaker: &CircuitBreaker, success: bool) -> bool {
         match breaker.try_acquire() {
             Ok(permit) => {
-                breaker.record(permit, success);
+                permit.record(success);
                 true
             }
             Err(_) => false,
@@ -184,6 +285,26 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_call_counts_as_a_failure() {
+        let breaker = breaker(Duration::from_secs(60));
+        for _ in 0..4 {
+            drop(breaker.try_acquire().unwrap());
+        }
+        assert_eq!(breaker.state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn slow_successes_open_it_too() {
+        let breaker = breaker(Duration::from_secs(60));
+        for _ in 0..4 {
+            let permit = breaker.try_acquire().unwrap();
+            std::thread::sleep(Duration::from_millis(25));
+            permit.record(true);
+        }
+        assert_eq!(breaker.state(), BreakerState::Open, "every call was slow");
+    }
+
+    #[test]
     fn half_open_probes_close_or_reopen() {
         let breaker = breaker(Duration::from_millis(200));
         for _ in 0..4 {
@@ -194,8 +315,8 @@ mod tests {
         let first = breaker.try_acquire().unwrap();
         let second = breaker.try_acquire().unwrap();
         assert!(breaker.try_acquire().is_err(), "only two probes at a time");
-        breaker.record(first, true);
-        breaker.record(second, true);
+        first.record(true);
+        second.record(true);
         assert_eq!(breaker.state(), BreakerState::Closed);
 
         for _ in 0..4 {

@@ -43,6 +43,19 @@ impl AttemptError {
         matches!(self, Self::Connect(_) | Self::ConnectTimeout | Self::Tls(_))
     }
 
+    /// A short stable name of the failure kind, for metrics and log keys.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Connect(_) => "connect",
+            Self::ConnectTimeout => "connect-timeout",
+            Self::Tls(_) => "tls",
+            Self::FirstByteTimeout => "first-byte-timeout",
+            Self::BetweenBytesTimeout => "between-bytes-timeout",
+            Self::ResponseTooLarge { .. } => "response-too-large",
+            Self::Protocol(_) => "protocol",
+        }
+    }
+
     /// True for failures another attempt might not have (everything but an oversized body).
     pub fn is_transient(&self) -> bool {
         !matches!(self, Self::ResponseTooLarge { .. })

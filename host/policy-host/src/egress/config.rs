@@ -109,9 +109,10 @@ pub struct CallPolicy {
 impl Default for CallPolicy {
     fn default() -> Self {
         Self {
-            connect_timeout: Duration::from_millis(1000),
-            first_byte_timeout: Duration::from_millis(2000),
-            between_bytes_timeout: Duration::from_millis(1000),
+            // Below the default decision deadline (1 s), which every plugin call must fit in.
+            connect_timeout: Duration::from_millis(500),
+            first_byte_timeout: Duration::from_millis(800),
+            between_bytes_timeout: Duration::from_millis(500),
             max_response_bytes: 1 << 20,
             max_retries: 1,
             retry_base: Duration::from_millis(50),
@@ -140,6 +141,15 @@ pub struct BreakerConfig {
     /// Probes let through while half-open; all must succeed to close (`half-open-probes`).
     #[serde(rename = "half-open-probes")]
     pub half_open_probes: u32,
+    /// A call that takes longer than this counts as slow (`slow-call-ms`), even if it succeeds,
+    /// so an upstream that answers just inside the deadline opens the breaker before it eats
+    /// every decision's budget. Unset: for plugin destinations, 60 % of the decision deadline;
+    /// for the service's own calls, never.
+    #[serde(rename = "slow-call-ms", default, with = "optional_millis")]
+    pub slow_call: Option<Duration>,
+    /// Open when at least this share of the recent calls was slow (`slow-call-rate`, 0..1).
+    #[serde(rename = "slow-call-rate")]
+    pub slow_call_rate: f32,
 }
 
 impl Default for BreakerConfig {
@@ -149,6 +159,8 @@ impl Default for BreakerConfig {
             minimum_calls: 20,
             open_for: Duration::from_secs(30),
             half_open_probes: 2,
+            slow_call: None,
+            slow_call_rate: 1.0,
         }
     }
 }

@@ -100,6 +100,9 @@ fn to_wasi_error(error: EgressError) -> HttpError {
             HttpError::HttpRequestBodySize(Some(limit as u64))
         }
         EgressError::DeadlineExceeded => HttpError::HttpResponseTimeout,
+        EgressError::ContentEncoded { encoding } => {
+            HttpError::HttpResponseContentCoding(Some(encoding))
+        }
         EgressError::Attempt(error) => match error {
             AttemptError::Connect(_) => HttpError::ConnectionRefused,
             AttemptError::ConnectTimeout => HttpError::ConnectionTimeout,

@@ -21,18 +21,23 @@ pub mod address_guard;
 pub mod allowlist;
 pub mod breaker;
 pub mod cache;
+pub mod canonical;
 pub mod client;
 pub mod config;
 pub mod hooks;
+pub mod log_throttle;
+pub mod redact;
 pub mod retry;
 pub mod secrets;
 
 use self::{
+    address_guard::AddressError,
     allowlist::Destination,
     breaker::{BreakerState, CircuitBreaker},
     cache::{BufferedResponse, CacheEntry, ResponseCache},
     client::{Attempt, AttemptError, AttemptTimeouts},
     config::{CallPolicy, DestinationConfig, EgressConfig},
+    redact::Redactor,
     secrets::SecretStore,
 };
 use bytes::Bytes;
@@ -61,6 +66,10 @@ pub enum EgressError {
     RequestTooLarge { limit: usize },
     #[error("the decision's deadline leaves no time for this request")]
     DeadlineExceeded,
+    /// The upstream compressed its answer although the gateway asked for `identity`: the
+    /// response could not be checked for secrets, so it is not handed over.
+    #[error("the response is content-encoded ({encoding}); only identity is accepted")]
+    ContentEncoded { encoding: String },
     #[error("{0}")]
     Attempt(AttemptError),
 }
@@ -119,6 +128,7 @@ struct DestinationState {
 pub struct EgressGateway {
     config: EgressConfig,
     secrets: SecretStore,
+    redactor: Redactor,
     cache: ResponseCache,
     tls: Arc<rustls::ClientConfig>,
     destinations: Mutex<HashMap<String, Arc<DestinationState>>>,
@@ -139,13 +149,21 @@ impl EgressGateway {
         .with_root_certificates(roots)
         .with_no_client_auth();
         let cache = cache::new_cache(config.cache_entries);
+        let redactor = secrets.redactor();
         Ok(Self {
             config,
             secrets,
+            redactor,
             cache,
             tls: Arc::new(tls),
             destinations: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Finds every configured secret in any common encoding: for anything a plugin produced
+    /// before it reaches a log line or a caller.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
     }
 
     /// The host-wide defaults for destinations.
@@ -175,7 +193,10 @@ impl EgressGateway {
             .or_insert_with(|| {
                 let policy = &rule.policy;
                 Arc::new(DestinationState {
-                    breaker: CircuitBreaker::new(policy.breaker.clone()),
+                    breaker: CircuitBreaker::new(
+                        format!("{plugin} {}", rule.destination.origin()),
+                        policy.breaker.clone(),
+                    ),
                     budget: TpsBudget::new(
                         Duration::from_secs(10),
                         policy.retry_budget_min_per_sec,
@@ -197,6 +218,8 @@ impl EgressGateway {
     ) -> Result<BufferedResponse, EgressError> {
         let plugin = &*egress.plugin;
         let started = Instant::now();
+        // Only canonical URLs are matched, and then sent exactly as matched (see `canonical`).
+        let request = canonical::admit(plugin, request)?;
         let Some(rule) = egress.rule_for(request.uri()) else {
             let target = format!("{} {}", request.method(), redact_query(request.uri()));
             tracing::warn!(plugin, %target, "egress denied: destination not on the plugin's allowlist");
@@ -263,10 +286,7 @@ impl EgressGateway {
             BreakerState::Open => 1.0,
             BreakerState::HalfOpen => 2.0,
         });
-        result.map(|mut response| {
-            response.body = secrets::scrub(response.body, &used_secrets);
-            response
-        })
+        result.and_then(|response| sanitize(response, &self.redactor))
     }
 
     /// Substitutes secret placeholders in header values and the body; refuses unbound ones.
@@ -303,12 +323,21 @@ impl EgressGateway {
             Some(replaced) => Bytes::from(replaced),
             None => body,
         };
-        // Where a request goes is decided by its URI alone, never by a guest's Host header.
-        parts.headers.remove(HOST);
+        // Where a request goes is decided by its URI alone, never by a guest's Host header:
+        // the Host header names the checked origin (never userinfo).
+        let host = HeaderValue::try_from(rule.destination.authority())
+            .map_err(|_| EgressError::Denied("destination is not a valid Host".to_owned()))?;
+        parts.headers.insert(HOST, host);
         Ok((Request::from_parts(parts, body), used))
     }
 
     /// Breaker, concurrency limit, SSRF guard, attempts with retries.
+    ///
+    /// The breaker is asked first, so an open breaker answers before any lookup or wait, and
+    /// every attempt holds a permit from it: whatever ends an attempt without a usable answer
+    /// is a recorded failure (a lookup that fails or hangs, a full concurrency limit, a
+    /// timeout, a reset, a 5xx or 429, and a cancellation by the decision's deadline, through
+    /// the permit's drop). Only the gateway's own refusal (SSRF) records nothing.
     async fn fetch(
         &self,
         plugin: &str,
@@ -321,24 +350,41 @@ impl EgressGateway {
         let policy = &rule.policy;
         let origin = rule.destination.origin();
         let remaining = || deadline.saturating_duration_since(Instant::now());
+        let permit = admit(plugin, &origin, state)?;
         let _slot = tokio::time::timeout(remaining(), state.slots.acquire())
             .await
             .map_err(|_| EgressError::DeadlineExceeded)?
             .map_err(|_| EgressError::DeadlineExceeded)?;
-        let addresses = address_guard::resolve_checked(
+        // A resolver that never answers must not hold the decision: the lookup gets the
+        // connect timeout.
+        let lookup_budget = policy.connect_timeout.min(remaining());
+        let lookup = address_guard::resolve_checked(
             &rule.destination.host,
             rule.destination.port,
             rule.config.allow_private,
-        )
-        .await
-        .map_err(|error| {
-            tracing::warn!(plugin, destination = %origin, %error, "egress refused");
-            if error.starts_with("cannot resolve") {
-                EgressError::Resolve(error)
-            } else {
-                EgressError::AddressRefused(error)
+        );
+        let addresses = match tokio::time::timeout(lookup_budget, lookup).await {
+            Ok(Ok(addresses)) => addresses,
+            Ok(Err(error @ AddressError::Refused { .. })) => {
+                permit.discard();
+                tracing::warn!(plugin, destination = %origin, %error, "egress refused");
+                return Err(EgressError::AddressRefused(error.to_string()));
             }
-        })?;
+            Ok(Err(error)) => {
+                permit.record(false);
+                log_failure(plugin, &origin, "unresolvable", &error);
+                return Err(EgressError::Resolve(error.to_string()));
+            }
+            Err(_) => {
+                permit.record(false);
+                let error = format!(
+                    "cannot resolve {}: no answer within {lookup_budget:?}",
+                    rule.destination.host
+                );
+                log_failure(plugin, &origin, "resolve-timeout", &error);
+                return Err(EgressError::Resolve(error));
+            }
+        };
         let idempotent = retry::is_idempotent(request.method())
             || rule
                 .config
@@ -347,14 +393,15 @@ impl EgressGateway {
                 .is_some_and(|header| request.headers().contains_key(header.as_str()));
         state.budget.deposit();
         let mut retries = 0;
+        let mut permit = Some(permit);
         loop {
-            let permit = state.breaker.try_acquire().map_err(|_| {
-                metrics::counter!("egress_breaker_rejections_total", "plugin" => plugin.to_owned(), "destination" => origin.clone()).increment(1);
-                EgressError::BreakerOpen { origin: origin.clone() }
-            })?;
+            let permit = match permit.take() {
+                Some(permit) => permit,
+                None => admit(plugin, &origin, state)?,
+            };
             let left = remaining();
             if left.is_zero() {
-                state.breaker.record(permit, true);
+                permit.record(false);
                 return Err(EgressError::DeadlineExceeded);
             }
             let clamp = |configured: Duration, guest: Option<Duration>| {
@@ -388,7 +435,7 @@ impl EgressGateway {
             let outcome = tokio::time::timeout(left, client::send_once(attempt))
                 .await
                 .unwrap_or(Err(AttemptError::FirstByteTimeout));
-            let (healthy, retryable) = match &outcome {
+            let (usable, retryable) = match &outcome {
                 Ok(response) => {
                     let status = response.status.as_u16();
                     (
@@ -401,9 +448,9 @@ impl EgressGateway {
                     error.is_transient() && (idempotent || error.nothing_sent()),
                 ),
             };
-            state.breaker.record(permit, healthy);
+            permit.record(usable);
             if let Err(error) = &outcome {
-                tracing::info!(plugin, destination = %origin, %error, retries, "egress attempt failed");
+                log_failure(plugin, &origin, error.kind(), error);
             }
             if retryable && retries < policy.max_retries {
                 let delay = retry::full_jitter_delay(policy.retry_base, policy.retry_cap, retries);
@@ -417,6 +464,77 @@ impl EgressGateway {
             return outcome.map_err(EgressError::Attempt);
         }
     }
+}
+
+/// Asks the destination's breaker for a permit; an open breaker fails fast, counted and logged
+/// at most once per interval.
+fn admit<'a>(
+    plugin: &str,
+    origin: &str,
+    state: &'a DestinationState,
+) -> Result<breaker::Permit<'a>, EgressError> {
+    state.breaker.try_acquire().map_err(|_| {
+        metrics::counter!("egress_breaker_rejections_total", "plugin" => plugin.to_owned(), "destination" => origin.to_owned()).increment(1);
+        EgressError::BreakerOpen {
+            origin: origin.to_owned(),
+        }
+    })
+}
+
+/// Logs an upstream failure: the first at once, then one line per interval with a count.
+fn log_failure(plugin: &str, origin: &str, kind: &str, error: &dyn std::fmt::Display) {
+    metrics::counter!("egress_failures_total", "plugin" => plugin.to_owned(), "destination" => origin.to_owned(), "kind" => kind.to_owned()).increment(1);
+    log_throttle::warn_throttled(&format!("{plugin} {origin} {kind}"), |suppressed| {
+        tracing::warn!(
+            plugin,
+            destination = %origin,
+            kind,
+            %error,
+            suppressed,
+            "egress attempt failed ({suppressed} more like it in the last {:?} not logged)",
+            log_throttle::INTERVAL
+        );
+    });
+}
+
+/// What a plugin may see of a response: nothing content-encoded (it would decode it past the
+/// scrub), and no configured secret, in any common encoding, in any header or in the body.
+fn sanitize(
+    mut response: BufferedResponse,
+    redactor: &Redactor,
+) -> Result<BufferedResponse, EgressError> {
+    if let Some(encoding) = response.headers.get(http::header::CONTENT_ENCODING)
+        && !encoding.as_bytes().eq_ignore_ascii_case(b"identity")
+    {
+        return Err(EgressError::ContentEncoded {
+            encoding: String::from_utf8_lossy(encoding.as_bytes()).into_owned(),
+        });
+    }
+    let headers = std::mem::take(&mut response.headers);
+    let mut clean = http::HeaderMap::with_capacity(headers.len());
+    let mut last_name = None;
+    for (name, value) in headers {
+        let name = name.or(last_name.clone());
+        let Some(name) = name else { continue };
+        last_name = Some(name.clone());
+        if redactor.finds(name.as_str().as_bytes()) {
+            continue;
+        }
+        let value = match redactor.redact_bytes(value.as_bytes()) {
+            Some(redacted) => HeaderValue::from_bytes(&redacted)
+                .unwrap_or_else(|_| HeaderValue::from_static(redact::REDACTED)),
+            None => value,
+        };
+        clean.append(name, value);
+    }
+    response.headers = clean;
+    if let Some(redacted) = redactor.redact_bytes(&response.body) {
+        response.body = Bytes::from(redacted);
+        response
+            .headers
+            .insert(http::header::CONTENT_LENGTH, response.body.len().into());
+    }
+    Ok(response)
 }
 
 /// Why a fetched result did not go into the cache: shared with coalesced waiters.

@@ -1,9 +1,10 @@
 //! Secrets injected by the host: a plugin writes `{{secret:NAME}}` in a header value or the
-//! body; the gateway substitutes the value only for destinations bound to `NAME`, and scrubs the
-//! value from the response so it can never flow back into the plugin.
+//! body; the gateway substitutes the value only for destinations bound to `NAME`.
+//! [`SecretStore::redactor`] finds the values again, in any common encoding, so that no
+//! response, log line or error can carry one back to a plugin or a caller.
 
 use super::config::SecretSource;
-use bytes::Bytes;
+use super::redact::Redactor;
 use std::collections::BTreeMap;
 
 const OPEN: &str = "{{secret:";
@@ -91,20 +92,11 @@ impl SecretStore {
         out.extend_from_slice(rest);
         Ok(Some(out))
     }
-}
 
-/// Replaces any occurrence of the `used` secret values in a response body with `[redacted]`.
-pub fn scrub(body: Bytes, used: &[String]) -> Bytes {
-    if used.is_empty() || !used.iter().any(|value| contains(&body, value.as_bytes())) {
-        return body;
+    /// A redactor for every configured secret value, in all its common encodings.
+    pub fn redactor(&self) -> Redactor {
+        Redactor::new(self.values.values().map(String::as_str))
     }
-    let mut text = body.to_vec();
-    for value in used {
-        while let Some(at) = find(&text, value.as_bytes()) {
-            text.splice(at..at + value.len(), b"[redacted]".iter().copied());
-        }
-    }
-    Bytes::from(text)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -154,12 +146,9 @@ mod tests {
     }
 
     #[test]
-    fn scrubs_echoed_values() {
-        let echoed = scrub(
-            Bytes::from_static(b"you sent s3cr3t and s3cr3t"),
-            &["s3cr3t".to_owned()],
-        );
-        assert_eq!(&echoed[..], b"you sent [redacted] and [redacted]");
+    fn the_redactor_knows_every_secret() {
+        let redactor = store().redactor();
+        assert_eq!(redactor.redact("you sent s3cr3t"), "you sent [redacted]");
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //!
 //! - `get <url>`
 //! - `get-with-header <url> <name> <value>` (e.g. a spoofed `host`, or a secret placeholder)
+//! - `get-with-headers <url> <name>=<value>...` (several headers)
 //! - `post <url> <body>`
+//!
+//! The report holds the status, every response header and the body: whatever the plugin read.
 
 wit_bindgen::generate!({ world: "breach-check", path: "../../../wit", generate_all });
 
@@ -34,11 +37,19 @@ fn attempt(method: &str, url: &str, headers: &[(&str, &[u8])], body: Option<&[u8
         max_body_bytes: 1 << 20,
     };
     match guest_http::send(request) {
-        Ok(response) => format!(
-            "status={} body={}",
-            response.status,
-            String::from_utf8_lossy(&response.body)
-        ),
+        Ok(response) => {
+            let headers: Vec<String> = response
+                .headers
+                .iter()
+                .map(|(name, value)| format!("{name}: {}", String::from_utf8_lossy(value)))
+                .collect();
+            format!(
+                "status={} headers=[{}] body={}",
+                response.status,
+                headers.join("; "),
+                String::from_utf8_lossy(&response.body)
+            )
+        }
         Err(error) => format!("error={error}"),
     }
 }
@@ -57,6 +68,14 @@ impl Guest for HostileEgress {
             ["get", url] => attempt("GET", url, &[], None),
             ["get-with-header", url, name, value] => {
                 attempt("GET", url, &[(name, value.as_bytes())], None)
+            }
+            ["get-with-headers", url, pairs @ ..] => {
+                let headers: Vec<(&str, &[u8])> = pairs
+                    .iter()
+                    .filter_map(|pair| pair.split_once('='))
+                    .map(|(name, value)| (name, value.as_bytes()))
+                    .collect();
+                attempt("GET", url, &headers, None)
             }
             ["post", url, body] => attempt("POST", url, &[], Some(body.as_bytes())),
             _ => format!("error=unknown command {command}"),
