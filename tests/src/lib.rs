@@ -8,6 +8,7 @@ pub mod captcha_vendors;
 pub mod dns;
 pub mod hibp;
 pub mod internal_services;
+pub mod log_capture;
 pub mod postgres;
 pub mod service;
 pub mod upstream;
