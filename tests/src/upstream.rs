@@ -91,11 +91,18 @@ pub struct TestServer {
     address: SocketAddr,
     requests: Arc<Mutex<Vec<RecordedRequest>>>,
     task: JoinHandle<()>,
+    /// Open connections: closed with the server, as a real server's are when it stops (a
+    /// client's pooled keep-alive connection must not outlive the server).
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.task.abort();
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
     }
 }
 
@@ -111,19 +118,41 @@ impl TestServer {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let handler: Handler = Arc::new(handler);
         let recorded = requests.clone();
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (open, count) = (connections.clone(), accepted.clone());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let (handler, recorded) = (handler.clone(), recorded.clone());
-                tokio::spawn(async move {
+                let connection = tokio::spawn(async move {
                     let _ = serve(stream, handler, recorded).await;
                 });
+                let mut open = open.lock().unwrap();
+                open.retain(|handle: &tokio::task::AbortHandle| !handle.is_finished());
+                open.push(connection.abort_handle());
             }
         });
         Self {
             address,
             requests,
             task,
+            connections,
+            accepted,
         }
+    }
+
+    /// Closes every open connection (the listener stays): what a server does to idle
+    /// keep-alive connections whose timeout expired.
+    pub fn close_connections(&self) {
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+
+    /// How many connections were accepted so far.
+    pub fn connections_accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// `http://127.0.0.1:<port>`.

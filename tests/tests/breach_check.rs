@@ -190,7 +190,7 @@ async fn timeouts_that_cannot_fit_inside_the_deadline_are_refused_at_start() {
         .unwrap();
     let mut config = dir.config();
     config.limits.deadline = Duration::from_millis(300);
-    let mut policy = quick_policy();
+    let mut policy = quick_policy_within(Duration::from_millis(250));
     policy.first_byte_timeout = Duration::from_secs(10);
     config.slots.insert(
         "breach-check".to_owned(),
@@ -386,4 +386,41 @@ async fn concurrent_checks_sharing_a_prefix_make_one_request_and_the_cache_serve
         1,
         "repeats within the TTL are served from the cache"
     );
+}
+
+#[tokio::test]
+async fn uncached_lookups_reuse_one_keep_alive_connection() {
+    let hibp = HibpServer::start(CORPUS).await;
+    let (_dir, host) = host_with_breach_check(&hibp.server.url(), quick_policy(), &[])
+        .await
+        .unwrap();
+    // Different passwords: different prefixes, so every lookup goes upstream.
+    for index in 0..10 {
+        let record = host
+            .check_breach("breach-check", &format!("unique password {index}"))
+            .await;
+        assert_eq!(record.outcome, BreachOutcome::Clean);
+    }
+    assert_eq!(hibp.server.request_count(), 10);
+    assert_eq!(
+        hibp.server.connections_accepted(),
+        1,
+        "one connection, kept alive and reused"
+    );
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_server_closed_is_replaced_without_a_failure() {
+    let hibp = HibpServer::start(CORPUS).await;
+    let (_dir, host) = host_with_breach_check(&hibp.server.url(), quick_policy(), &[])
+        .await
+        .unwrap();
+    let first = host.check_breach("breach-check", "first unique").await;
+    assert_eq!(first.outcome, BreachOutcome::Clean);
+    // The server drops its side of every idle connection (as one whose keep-alive expired).
+    hibp.server.close_connections();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = host.check_breach("breach-check", "second unique").await;
+    assert_eq!(second.outcome, BreachOutcome::Clean, "{:?}", second.record);
+    assert_eq!(hibp.server.connections_accepted(), 2);
 }

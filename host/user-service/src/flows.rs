@@ -51,20 +51,33 @@ pub async fn check_new_password(
             .push(Finding::new("too-long", "Use at most 64 characters."));
         return report;
     }
-    if !flows.password_policy.is_empty() {
+    // The two checks are independent: run them together, so the request waits for the
+    // slower one, not the sum.
+    let policy = async {
+        if flows.password_policy.is_empty() {
+            return None;
+        }
         let input = PasswordInput {
             password: password.to_owned(),
             has_mfa,
             context_words: context,
         };
-        let record = host.evaluate_password(&flows.password_policy, &input).await;
+        Some(host.evaluate_password(&flows.password_policy, &input).await)
+    };
+    let breach = async {
+        if flows.breach_check.is_empty() {
+            return None;
+        }
+        Some(host.check_breach(&flows.breach_check, password).await)
+    };
+    let (policy, breach) = tokio::join!(policy, breach);
+    if let Some(record) = policy {
         if let Some(AttributeValue::Integer(length)) = record.decision.attribute("length") {
             report.length = Some(*length);
         }
         merge(&mut report, record, "password policy");
     }
-    if !flows.breach_check.is_empty() {
-        let record = host.check_breach(&flows.breach_check, password).await;
+    if let Some(record) = breach {
         report.breach = Some(record.outcome.clone());
         merge(&mut report, record.record, "breach check");
     }

@@ -40,10 +40,21 @@ impl Expiry<String, CacheEntry> for PerEntryTtl {
 /// The shared response cache.
 pub type ResponseCache = Cache<String, CacheEntry>;
 
-/// A cache of at most `capacity` responses, each expiring after its own TTL.
-pub fn new_cache(capacity: u64) -> ResponseCache {
+/// A cache of at most `capacity_bytes` of responses (key, headers and body counted), each
+/// expiring after its own TTL.
+pub fn new_cache(capacity_bytes: u64) -> ResponseCache {
     Cache::builder()
-        .max_capacity(capacity)
+        .max_capacity(capacity_bytes)
+        .weigher(|key: &String, entry: &CacheEntry| {
+            let response = &entry.response;
+            let headers: usize = response
+                .headers
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len() + 32)
+                .sum();
+            let weight = key.len() + headers + response.body.len() + 128;
+            u32::try_from(weight).unwrap_or(u32::MAX)
+        })
         .expire_after(PerEntryTtl)
         .build()
 }

@@ -1,9 +1,15 @@
-//! One HTTP/1.1 attempt to already-checked addresses: connect, TLS, send, read a bounded body,
-//! each step under its own timeout.
+//! One HTTP/1.1 attempt to already-checked addresses: a pooled keep-alive connection or a new
+//! one (connect, TLS), send, read a bounded body, each step under its own timeout.
 
-use super::cache::BufferedResponse;
+use super::{
+    cache::BufferedResponse,
+    pool::{Connection, ConnectionPool, PoolKey},
+};
 use bytes::{Bytes, BytesMut};
-use http::{Request, header::HOST};
+use http::{
+    Request,
+    header::{CONNECTION, HOST},
+};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -89,12 +95,53 @@ pub struct Attempt<'a> {
     pub timeouts: AttemptTimeouts,
     pub max_response_bytes: usize,
     pub tls: &'a Arc<rustls::ClientConfig>,
+    pub pool: &'a ConnectionPool,
 }
 
-/// Makes one attempt.
+/// Makes one attempt: on a pooled keep-alive connection to one of the checked addresses when
+/// there is one (a stale one that could not even send the request is dropped and the request
+/// goes out on a fresh connection), else on a new connection, which is pooled afterwards when
+/// the response allows it.
 pub async fn send_once(attempt: Attempt<'_>) -> Result<BufferedResponse, AttemptError> {
-    let stream = connect(attempt.addresses, attempt.timeouts.connect).await?;
-    if attempt.use_tls {
+    let key_for = |address: SocketAddr| PoolKey {
+        tls: attempt.use_tls,
+        host: attempt.host.to_owned(),
+        address,
+    };
+    let mut request = Some(attempt.request);
+    for address in attempt.addresses {
+        let key = key_for(*address);
+        let Some(connection) = attempt.pool.checkout(&key) else {
+            continue;
+        };
+        let Some(pending) = request.take() else { break };
+        // Kept (cheaply: the body is shared) in case the stale connection can't send it.
+        let retained = pending.clone();
+        match exchange(
+            connection,
+            pending,
+            attempt.timeouts,
+            attempt.max_response_bytes,
+        )
+        .await
+        {
+            Ok((response, connection)) => {
+                if let Some(connection) = connection {
+                    attempt.pool.checkin(key, connection);
+                }
+                return Ok(response);
+            }
+            // Closed under us before anything was written: try again on a fresh connection.
+            Err(Exchange::NotSent) => request = Some(retained),
+            Err(Exchange::Failed(error)) => return Err(error),
+        }
+    }
+    let Some(request) = request else {
+        return Err(AttemptError::Connect("no address".to_owned()));
+    };
+    let (address, stream) = connect(attempt.addresses, attempt.timeouts.connect).await?;
+    metrics::counter!("egress_connections_opened_total").increment(1);
+    let connection = if attempt.use_tls {
         let name = rustls::pki_types::ServerName::try_from(attempt.host.to_owned())
             .map_err(|error| AttemptError::Tls(error.to_string()))?;
         let connector = tokio_rustls::TlsConnector::from(attempt.tls.clone());
@@ -102,31 +149,41 @@ pub async fn send_once(attempt: Attempt<'_>) -> Result<BufferedResponse, Attempt
             .await
             .map_err(|_| AttemptError::ConnectTimeout)?
             .map_err(|error| AttemptError::Tls(error.to_string()))?;
-        exchange(
-            stream,
-            attempt.request,
-            attempt.timeouts,
-            attempt.max_response_bytes,
-        )
-        .await
+        open(stream).await?
     } else {
-        exchange(
-            stream,
-            attempt.request,
-            attempt.timeouts,
-            attempt.max_response_bytes,
-        )
-        .await
+        open(stream).await?
+    };
+    match exchange(
+        connection,
+        request,
+        attempt.timeouts,
+        attempt.max_response_bytes,
+    )
+    .await
+    {
+        Ok((response, connection)) => {
+            if let Some(connection) = connection {
+                attempt.pool.checkin(key_for(address), connection);
+            }
+            Ok(response)
+        }
+        Err(Exchange::NotSent) => Err(AttemptError::Protocol(
+            "the new connection closed before the request was sent".to_owned(),
+        )),
+        Err(Exchange::Failed(error)) => Err(error),
     }
 }
 
-async fn connect(addresses: &[SocketAddr], limit: Duration) -> Result<TcpStream, AttemptError> {
+async fn connect(
+    addresses: &[SocketAddr],
+    limit: Duration,
+) -> Result<(SocketAddr, TcpStream), AttemptError> {
     let mut last = AttemptError::Connect("no address".to_owned());
     for address in addresses {
         match timeout(limit, TcpStream::connect(address)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                return Ok(stream);
+                return Ok((*address, stream));
             }
             Ok(Err(error)) => last = AttemptError::Connect(format!("{address}: {error}")),
             Err(_) => last = AttemptError::ConnectTimeout,
@@ -135,55 +192,81 @@ async fn connect(addresses: &[SocketAddr], limit: Duration) -> Result<TcpStream,
     Err(last)
 }
 
-async fn exchange<S>(
-    stream: S,
-    request: Request<Bytes>,
-    timeouts: AttemptTimeouts,
-    max_bytes: usize,
-) -> Result<BufferedResponse, AttemptError>
+/// The HTTP/1.1 handshake on a fresh stream, with a task driving the connection.
+async fn open<S>(stream: S) -> Result<Connection, AttemptError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|error| AttemptError::Protocol(error.to_string()))?;
-    let connection = tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let _ = connection.await;
     });
-    let result = async {
-        let request = to_origin_form(request);
-        let response = timeout(timeouts.first_byte, sender.send_request(request))
+    Ok(Connection::new(sender, task))
+}
+
+/// How an exchange on a connection failed.
+enum Exchange {
+    /// The connection was closed before the request was written: it can go out elsewhere.
+    NotSent,
+    Failed(AttemptError),
+}
+
+/// Sends `request` on `connection` and reads a bounded body. Gives the connection back when
+/// it can carry another request (the body was read to its end and nobody asked to close).
+async fn exchange(
+    mut connection: Connection,
+    request: Request<Bytes>,
+    timeouts: AttemptTimeouts,
+    max_bytes: usize,
+) -> Result<(BufferedResponse, Option<Connection>), Exchange> {
+    let failed = Exchange::Failed;
+    let wants_close = request
+        .headers()
+        .get(CONNECTION)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"close"));
+    let sent = connection.sender.try_send_request(to_origin_form(request));
+    let response = match timeout(timeouts.first_byte, sent).await {
+        Err(_) => return Err(failed(AttemptError::FirstByteTimeout)),
+        Ok(Ok(response)) => response,
+        Ok(Err(mut error)) => {
+            return Err(match error.take_message() {
+                Some(_unsent) => Exchange::NotSent,
+                None => failed(AttemptError::Protocol(error.into_error().to_string())),
+            });
+        }
+    };
+    let (parts, mut body) = response.into_parts();
+    let mut buffer = BytesMut::new();
+    loop {
+        let frame = timeout(timeouts.between_bytes, body.frame())
             .await
-            .map_err(|_| AttemptError::FirstByteTimeout)?
-            .map_err(|error| AttemptError::Protocol(error.to_string()))?;
-        let (parts, mut body) = response.into_parts();
-        let mut buffer = BytesMut::new();
-        loop {
-            let frame = timeout(timeouts.between_bytes, body.frame())
-                .await
-                .map_err(|_| AttemptError::BetweenBytesTimeout)?;
-            match frame {
-                None => break,
-                Some(Err(error)) => return Err(AttemptError::Protocol(error.to_string())),
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        if buffer.len() + data.len() > max_bytes {
-                            return Err(AttemptError::ResponseTooLarge { limit: max_bytes });
-                        }
-                        buffer.extend_from_slice(&data);
+            .map_err(|_| failed(AttemptError::BetweenBytesTimeout))?;
+        match frame {
+            None => break,
+            Some(Err(error)) => return Err(failed(AttemptError::Protocol(error.to_string()))),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if buffer.len() + data.len() > max_bytes {
+                        return Err(failed(AttemptError::ResponseTooLarge { limit: max_bytes }));
                     }
+                    buffer.extend_from_slice(&data);
                 }
             }
         }
-        Ok(BufferedResponse {
-            status: parts.status,
-            headers: parts.headers,
-            body: buffer.freeze(),
-        })
     }
-    .await;
-    connection.abort();
-    result
+    let closing = wants_close
+        || parts
+            .headers
+            .get(CONNECTION)
+            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"close"));
+    let response = BufferedResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body: buffer.freeze(),
+    };
+    Ok((response, (!closing).then_some(connection)))
 }
 
 /// HTTP/1.1 wants `GET /path?query` and a `Host` header, not the absolute URI.

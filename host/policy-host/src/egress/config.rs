@@ -12,9 +12,16 @@ pub struct EgressConfig {
     /// Largest request body a plugin may send, in bytes (`max-request-bytes`).
     #[serde(rename = "max-request-bytes")]
     pub max_request_bytes: usize,
-    /// Most responses kept in the response cache (`cache-entries`).
+    /// Most bytes of responses kept in the response cache (`cache-bytes`): bounded by size, not
+    /// by count, so large answers (a real range body is ~36 KB) cannot grow memory unchecked.
+    #[serde(rename = "cache-bytes")]
+    pub cache_bytes: u64,
+    /// Former count bound of the cache (`cache-entries`): accepted and ignored, with a warning
+    /// at start; use `cache-bytes`.
     #[serde(rename = "cache-entries")]
-    pub cache_entries: u64,
+    pub cache_entries: Option<u64>,
+    /// Idle keep-alive connections (`[...pool]`).
+    pub pool: super::pool::PoolConfig,
     /// Secrets by name (`[egress.secrets.<name>]`): where the value comes from.
     pub secrets: BTreeMap<String, SecretSource>,
 }
@@ -24,7 +31,9 @@ impl Default for EgressConfig {
         Self {
             defaults: CallPolicy::default(),
             max_request_bytes: 64 << 10,
-            cache_entries: 10_000,
+            cache_bytes: 64 << 20,
+            cache_entries: None,
+            pool: super::pool::PoolConfig::default(),
             secrets: BTreeMap::new(),
         }
     }
@@ -165,7 +174,7 @@ impl Default for BreakerConfig {
     }
 }
 
-mod millis {
+pub(crate) mod millis {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 

@@ -26,6 +26,7 @@ pub mod client;
 pub mod config;
 pub mod hooks;
 pub mod log_throttle;
+pub mod pool;
 pub mod redact;
 pub mod retry;
 pub mod secrets;
@@ -130,6 +131,7 @@ pub struct EgressGateway {
     secrets: SecretStore,
     redactor: Redactor,
     cache: ResponseCache,
+    pool: pool::ConnectionPool,
     tls: Arc<rustls::ClientConfig>,
     destinations: Mutex<HashMap<String, Arc<DestinationState>>>,
 }
@@ -148,9 +150,16 @@ impl EgressGateway {
         .map_err(|error| format!("TLS configuration: {error}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-        let cache = cache::new_cache(config.cache_entries);
+        if config.cache_entries.is_some() {
+            tracing::warn!(
+                "egress `cache-entries` is no longer used: the response cache is bounded by `cache-bytes`"
+            );
+        }
+        let cache = cache::new_cache(config.cache_bytes);
         let redactor = secrets.redactor();
+        let pool = pool::ConnectionPool::new(config.pool.clone());
         Ok(Self {
+            pool,
             config,
             secrets,
             redactor,
@@ -164,6 +173,11 @@ impl EgressGateway {
     /// before it reaches a log line or a caller.
     pub fn redactor(&self) -> &Redactor {
         &self.redactor
+    }
+
+    /// The idle keep-alive connections.
+    pub fn pool(&self) -> &pool::ConnectionPool {
+        &self.pool
     }
 
     /// The host-wide defaults for destinations.
@@ -431,6 +445,7 @@ impl EgressGateway {
                 timeouts,
                 max_response_bytes: policy.max_response_bytes,
                 tls: &self.tls,
+                pool: &self.pool,
             };
             let outcome = tokio::time::timeout(left, client::send_once(attempt))
                 .await
