@@ -34,6 +34,9 @@ pub enum Health {
     Down,
     /// Accepts the connection, never answers.
     Hanging,
+    /// Answers every request with this status and a body that echoes it (its body and its
+    /// `Authorization` header), like many validation errors do.
+    Echoing(u16),
 }
 
 /// An OAuth 2.0 token endpoint (`POST /oauth/token`, HTTP Basic client authentication).
@@ -134,6 +137,7 @@ pub struct ResourceServer {
     health: Arc<Mutex<Health>>,
     accepted: Arc<Mutex<Vec<Value>>>,
     reject_containing: Arc<Mutex<Option<String>>>,
+    hang_containing: Arc<Mutex<Option<(String, std::time::Duration)>>>,
 }
 
 impl ResourceServer {
@@ -142,10 +146,16 @@ impl ResourceServer {
         let health = Arc::new(Mutex::new(Health::Up));
         let accepted = Arc::new(Mutex::new(Vec::<Value>::new()));
         let reject_containing = Arc::new(Mutex::new(None::<String>));
-        let (health_in, accepted_in, reject_in) =
-            (health.clone(), accepted.clone(), reject_containing.clone());
+        let hang_containing = Arc::new(Mutex::new(None::<(String, std::time::Duration)>));
+        let (health_in, accepted_in, reject_in, hang_in) = (
+            health.clone(),
+            accepted.clone(),
+            reject_containing.clone(),
+            hang_containing.clone(),
+        );
         let server = TestServer::start(move |request| {
             match *health_in.lock().unwrap() {
+                Health::Echoing(status) => return echo(status, request),
                 Health::Up => {}
                 Health::Down => return Reply::status(503),
                 Health::Hanging => {
@@ -175,6 +185,7 @@ impl ResourceServer {
             let Some(key) = request.header("idempotency-key") else {
                 return Reply::status(400);
             };
+            let body_text = body.to_string();
             let mut accepted = accepted_in.lock().unwrap();
             let seen = accepted
                 .iter()
@@ -184,7 +195,14 @@ impl ResourceServer {
                 body["_idempotencyKey"] = Value::String(key.to_owned());
                 accepted.push(body);
             }
-            Reply::status(if seen { 200 } else { 202 })
+            let reply = Reply::status(if seen { 200 } else { 202 });
+            match &*hang_in.lock().unwrap() {
+                // Taken (recorded above), answered late.
+                Some((text, delay)) if body_text.contains(text.as_str()) => {
+                    Reply::After(*delay, Box::new(reply))
+                }
+                _ => reply,
+            }
         })
         .await;
         Self {
@@ -192,7 +210,24 @@ impl ResourceServer {
             health,
             accepted,
             reject_containing,
+            hang_containing,
         }
+    }
+
+    /// Take every body containing `text` at once but answer only after `delay` (a consumer
+    /// that hangs after accepting), or stop doing so.
+    pub fn hang_containing(&self, hang: Option<(&str, std::time::Duration)>) {
+        *self.hang_containing.lock().unwrap() = hang.map(|(text, delay)| (text.to_owned(), delay));
+    }
+
+    /// How many requests carried `Idempotency-Key: key` (deliveries of that event, duplicates
+    /// included).
+    pub fn requests_with_key(&self, key: &str) -> usize {
+        self.server
+            .requests()
+            .iter()
+            .filter(|request| request.header("idempotency-key") == Some(key))
+            .count()
     }
 
     pub fn set_health(&self, health: Health) {
@@ -258,6 +293,73 @@ impl ConfigService {
 
     pub fn url(&self) -> String {
         self.server.url()
+    }
+}
+
+/// `status` with a body quoting the request: its body and its `Authorization` header.
+fn echo(status: u16, request: &RecordedRequest) -> Reply {
+    json_reply(
+        status,
+        &serde_json::json!({
+            "error": "validation failed",
+            "request": String::from_utf8_lossy(&request.body),
+            "authorization": request.header("authorization"),
+        }),
+    )
+}
+
+/// Log lines of the code running on this thread, captured while the capture lives: for "never
+/// logged" assertions. Tests on a current-thread runtime (`#[tokio::test]`) see everything the
+/// service and its background tasks log, and nothing of tests running on other threads.
+pub struct LogCapture {
+    lines: Arc<Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl LogCapture {
+    /// Captures everything at DEBUG and above, as plain text lines.
+    pub fn start() -> Self {
+        use tracing_subscriber::util::SubscriberInitExt;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let guard = tracing_subscriber::fmt()
+            .with_max_level(tracing_subscriber::filter::LevelFilter::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || CaptureWriter(sink.clone()))
+            .finish()
+            .set_default();
+        Self {
+            lines,
+            _guard: guard,
+        }
+    }
+
+    /// Everything captured so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.lines.lock().unwrap()).into_owned()
+    }
+
+    /// Captured lines containing every one of `words`.
+    pub fn lines_with(&self, words: &[&str]) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|line| words.iter().all(|word| line.contains(word)))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// Appends to a [`LogCapture`]'s buffer.
+struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

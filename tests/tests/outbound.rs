@@ -7,8 +7,9 @@ use harness::{
     dns::{TestDnsServer, TestRecord},
     hibp::HibpServer,
     internal_services::{
-        CLIENT_ID, CLIENT_SECRET, ConfigService, Health, ResourceServer, TokenEndpoint,
+        CLIENT_ID, CLIENT_SECRET, ConfigService, Health, LogCapture, ResourceServer, TokenEndpoint,
     },
+    postgres,
     service::{ADMIN_TOKEN, TestService},
     wait_until,
 };
@@ -20,6 +21,7 @@ use user_service::{
     ServiceConfig,
     outbound::{discovery::ServiceLocation, token::ClientCredentialsConfig},
     outbox::sinks::SinkConfig,
+    store::{OutboxEvent, Store, random_id},
 };
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -720,4 +722,394 @@ async fn discovery_finds_the_notification_service_through_dns_srv() {
             |(name, kind)| kind == "SRV" && name.starts_with("_http._tcp.notification-service")
         )
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The relay under a misbehaving consumer (issue 19): nothing sensitive from an echoed request in
+// a log line or a dead letter, no head-of-line blocking, short-circuits that are not failures.
+
+/// Where a test's service keeps its data: SQLite in its temporary directory, or a fresh
+/// PostgreSQL database.
+#[derive(Clone, Copy, Debug)]
+enum Storage {
+    Sqlite,
+    Postgres,
+}
+
+impl Storage {
+    /// The database URL to configure, `None` for the harness's SQLite default.
+    async fn url(self) -> Option<String> {
+        match self {
+            Self::Sqlite => None,
+            Self::Postgres => Some(
+                postgres::fresh_database()
+                    .await
+                    .expect("a PostgreSQL server (see tests/src/postgres.rs)"),
+            ),
+        }
+    }
+}
+
+/// Writes an event for `user` straight into the outbox (as a state change would) and returns
+/// its id.
+async fn insert_event(store: &Store, event_type: &str, user: &str, data: Value) -> String {
+    let id = random_id().unwrap();
+    let event = OutboxEvent {
+        id: id.clone(),
+        event_type: event_type.to_owned(),
+        aggregate_id: user.to_owned(),
+        payload: json!({ "id": id, "type": event_type, "version": 1, "occurredAt": 1_800_000_000, "data": data }),
+    };
+    store
+        .create_reset_token(&id, user, 0, &event)
+        .await
+        .unwrap();
+    id
+}
+
+/// The sum of the samples of counter `name` whose labels contain `label`.
+fn counter(metrics: &str, name: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(label))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+async fn dead_letters(client: &Client, service: &TestService) -> Vec<Value> {
+    admin(
+        client,
+        reqwest::Method::GET,
+        service.url("/admin/outbox/dead-letters"),
+    )
+    .await
+    .1["deadLetters"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn an_echoed_request_leaks_no_token(storage: Storage) {
+    let logs = LogCapture::start();
+    let database = storage.url().await;
+    let hibp = HibpServer::start(&[]).await;
+    let tokens = TokenEndpoint::start(3600).await;
+    let notifications =
+        ResourceServer::start("/notifications/email", Some(tokens.book.clone())).await;
+    // A validation error quoting the request: reset link, token and bearer token.
+    notifications.set_health(Health::Echoing(400));
+    let service = TestService::start(&hibp.server.url(), None, |config| {
+        if let Some(url) = &database {
+            config.database_url = url.clone();
+        }
+        service_at(config, "notification-service", &notifications.url());
+        email_sink(config);
+        service_auth(config, &tokens);
+        config.flows.reset_link = "https://app.example.org/reset?token={token}".to_owned();
+        config.events.max_attempts = 3;
+    })
+    .await
+    .unwrap();
+    let client = Client::new();
+    register(&client, &service, "four@example.org").await;
+    register(&client, &service, "five@example.org").await;
+
+    request_reset(&client, &service, "four@example.org").await;
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            dead_letters(&client, &service).await.len() == 1
+        })
+        .await
+        .is_some(),
+        "the 400 event became a dead letter"
+    );
+    // Then a 5xx quoting the request (retried by the gateway, breaker and all).
+    notifications.set_health(Health::Echoing(503));
+    request_reset(&client, &service, "five@example.org").await;
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            dead_letters(&client, &service).await.len() == 2
+        })
+        .await
+        .is_some(),
+        "the 503 event became a dead letter"
+    );
+
+    // Every value that must not leak: both events' tokens and links, the access tokens, the
+    // client secret and the Basic credentials built from it.
+    let mut secrets = vec![CLIENT_SECRET.to_owned()];
+    secrets.extend(tokens.all_tokens());
+    for event in service.state.store.pending_events().await.unwrap() {
+        let data = &event.payload["data"];
+        for key in ["resetToken", "resetLink"] {
+            secrets.push(data[key].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(secrets.len(), 1 + tokens.all_tokens().len() + 4);
+    // The test would prove nothing if the echoes had not carried them.
+    let echoed: String = notifications
+        .server
+        .requests()
+        .iter()
+        .map(|request| request.everything())
+        .collect();
+    for secret in &secrets[1..] {
+        assert!(echoed.contains(secret.as_str()), "{secret} was sent");
+    }
+
+    let letters = dead_letters(&client, &service).await;
+    let mut statuses: Vec<String> = letters
+        .iter()
+        .map(|letter| letter["lastError"].as_str().unwrap().to_owned())
+        .collect();
+    statuses.sort();
+    assert!(
+        statuses[0].contains("answered 400") && statuses[1].contains("answered 503"),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|error| error.contains("-byte body, not recorded"))
+    );
+    let admin_text = serde_json::to_string(&letters).unwrap();
+    let log_text = logs.text();
+    assert!(
+        !logs.lines_with(&["dead letters"]).is_empty(),
+        "the dead-letter lines were captured: {log_text}"
+    );
+    assert!(!logs.lines_with(&["event delivery failed"]).is_empty());
+    for secret in &secrets {
+        let encoded: String = url_encode(secret);
+        for text in [&admin_text, &log_text] {
+            assert!(
+                !text.contains(secret.as_str()) && !text.contains(&encoded),
+                "{secret} leaked into {text}"
+            );
+        }
+    }
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_echoed_request_leaks_no_token_on_sqlite() {
+    an_echoed_request_leaks_no_token(Storage::Sqlite).await;
+}
+
+#[tokio::test]
+async fn an_echoed_request_leaks_no_token_on_postgres() {
+    an_echoed_request_leaks_no_token(Storage::Postgres).await;
+}
+
+async fn a_hanging_delivery_holds_only_its_own_user(storage: Storage) {
+    let database = storage.url().await;
+    let hibp = HibpServer::start(&[]).await;
+    let consumer = ResourceServer::start("/events", None).await;
+    // Takes the slow user's events at once, answers 10 s later.
+    consumer.hang_containing(Some(("slow-user", Duration::from_secs(10))));
+    let service = TestService::start(&hibp.server.url(), None, |config| {
+        if let Some(url) = &database {
+            config.database_url = url.clone();
+        }
+        service_at(config, "event-consumer", &consumer.url());
+        event_sink(config, None);
+        // Long enough for the hang to end in a delivery, not a timeout.
+        config.outbound.defaults.first_byte_timeout = Duration::from_secs(15);
+        config.events.delivery_timeout_ms = 15_000;
+    })
+    .await
+    .unwrap();
+    let store = &service.state.store;
+    let registered = |user: &str| json!({ "userId": user, "email": format!("{user}@example.org") });
+    let first = insert_event(
+        store,
+        "UserRegisteredEventV1",
+        "slow-user",
+        registered("slow-user"),
+    )
+    .await;
+    let second = insert_event(
+        store,
+        "PasswordChangedEventV1",
+        "slow-user",
+        registered("slow-user"),
+    )
+    .await;
+    service.state.outbox_waker.notify_one();
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            consumer.requests_with_key(&first) == 1
+        })
+        .await
+        .is_some(),
+        "the slow user's first event went out"
+    );
+    let hang_started = std::time::Instant::now();
+
+    let mut others = Vec::new();
+    for n in 0..50 {
+        let user = format!("user-{n}");
+        others.push(insert_event(store, "UserRegisteredEventV1", &user, registered(&user)).await);
+    }
+    service.state.outbox_waker.notify_one();
+    let committed = std::time::Instant::now();
+    let delivered = |ids: &[String]| {
+        let accepted = consumer.accepted();
+        ids.iter()
+            .all(|id| accepted.iter().any(|event| event["id"] == id.as_str()))
+    };
+    let waited = wait_until(Duration::from_secs(9), || async { delivered(&others) })
+        .await
+        .expect("the other users' events were delivered while one delivery hung");
+    assert!(
+        committed.elapsed() < Duration::from_secs(1),
+        "50 other users' events took {waited:?} behind a hanging delivery"
+    );
+    assert!(hang_started.elapsed() < Duration::from_secs(10));
+    // The slow user's next event waits for the first (order per user), which is not re-sent
+    // while it is in flight.
+    assert!(!delivered(std::slice::from_ref(&second)));
+    assert_eq!(consumer.requests_with_key(&first), 1);
+
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            delivered(std::slice::from_ref(&second))
+        })
+        .await
+        .is_some(),
+        "the slow user's events went on after the hang"
+    );
+    assert!(hang_started.elapsed() >= Duration::from_secs(9));
+    let accepted = consumer.accepted();
+    let position = |id: &str| accepted.iter().position(|event| event["id"] == id);
+    assert!(position(&first) < position(&second));
+    assert_eq!(
+        consumer.requests_with_key(&first),
+        1,
+        "the hanging delivery was not sent twice"
+    );
+    assert_eq!(consumer.requests_with_key(&second), 1);
+    assert_eq!(accepted.len(), 52);
+}
+
+#[tokio::test]
+async fn a_hanging_delivery_holds_only_its_own_user_on_sqlite() {
+    a_hanging_delivery_holds_only_its_own_user(Storage::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_hanging_delivery_holds_only_its_own_user_on_postgres() {
+    a_hanging_delivery_holds_only_its_own_user(Storage::Postgres).await;
+}
+
+#[tokio::test]
+async fn an_open_breaker_defers_deliveries_without_counting_them_as_failures() {
+    const SINK: &str = "breaker-test-email";
+    let logs = LogCapture::start();
+    let hibp = HibpServer::start(&[]).await;
+    let notifications = ResourceServer::start("/notifications/email", None).await;
+    notifications.set_health(Health::Down);
+    let service = TestService::start(&hibp.server.url(), None, |config| {
+        service_at(config, "notification-service", &notifications.url());
+        config.events.sinks = vec![SinkConfig::NotificationEmail {
+            name: Some(SINK.to_owned()),
+            service: "notification-service".to_owned(),
+            path: "/notifications/email".to_owned(),
+        }];
+        config.events.max_attempts = 1000;
+        config.outbound.defaults.breaker.open_for = Duration::from_secs(1);
+    })
+    .await
+    .unwrap();
+    let store = &service.state.store;
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        let user = format!("reset-{n}");
+        ids.push(
+            insert_event(
+                store,
+                "PasswordResetRequestedEventV1",
+                &user,
+                json!({
+                    "userId": user,
+                    "email": format!("{user}@example.org"),
+                    "userName": null,
+                    "resetToken": format!("token-of-{user}"),
+                    "resetLink": format!("https://app.example.org/reset?token=token-of-{user}"),
+                }),
+            )
+            .await,
+        );
+    }
+    service.state.outbox_waker.notify_one();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let client = Client::new();
+    let metrics = || async {
+        client
+            .get(service.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let text = metrics().await;
+    let sink_label = format!("sink=\"{SINK}\"");
+    let failures = counter(&text, "outbox_delivery_failures_total", &sink_label);
+    let deferred = counter(&text, "outbox_deliveries_deferred_total", &sink_label);
+    let sent = notifications.server.request_count() as f64;
+    assert!(failures >= 1.0, "{text}");
+    assert!(
+        failures <= sent,
+        "{failures} failures counted for {sent} requests sent"
+    );
+    assert!(
+        deferred > failures,
+        "short-circuits are counted apart: {deferred} deferred, {failures} failed"
+    );
+    let warned = logs.lines_with(&["event delivery failed", SINK]).len() as f64;
+    assert!(warned <= sent, "{warned} failure lines for {sent} requests");
+    let opened = logs.lines_with(&["WARN", "deliveries to this sink are deferred", SINK]);
+    assert!(
+        !opened.is_empty() && (opened.len() as f64) < sent && opened.len() < 10,
+        "the open breaker is logged once per state change, not per event: {opened:?}"
+    );
+    assert!(
+        logs.lines_with(&["event delivery deferred"]).is_empty()
+            || logs
+                .lines_with(&["event delivery deferred"])
+                .iter()
+                .all(|line| line.contains("DEBUG")),
+        "deferrals are not warnings"
+    );
+
+    // Recovery: every reset email exactly once, and the recovery is logged.
+    notifications.set_health(Health::Up);
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            notifications.accepted().len() == ids.len()
+        })
+        .await
+        .is_some(),
+        "every email went out after the recovery: {}",
+        notifications.accepted().len()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(notifications.accepted().len(), ids.len());
+    assert!(!logs.lines_with(&["attempted again", SINK]).is_empty());
+    for id in &ids {
+        assert!(notifications.requests_with_key(id) >= 1);
+    }
 }

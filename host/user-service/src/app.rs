@@ -101,7 +101,17 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<AppState> {
         .clone()
         .map(|auth| TokenSource::new(auth, gateway.clone(), &config.outbound.defaults))
         .transpose()?;
-    let internal = Arc::new(InternalClient::new(gateway, discovery, auth));
+    // The gateway loaded these already; the client keeps the values to scrub them from errors.
+    let outbound_secrets =
+        policy_host::egress::secrets::SecretStore::load(&config.outbound.secrets)
+            .map_err(|error| anyhow::anyhow!("[outbound]: {error}"))?;
+    let secret_values = config
+        .outbound
+        .secrets
+        .keys()
+        .filter_map(|name| outbound_secrets.value(name).map(str::to_owned));
+    let internal =
+        Arc::new(InternalClient::new(gateway, discovery, auth).with_secret_values(secret_values));
     let security = SecurityPolicyService::start(
         config.security_policies.clone(),
         internal.clone(),

@@ -5,12 +5,17 @@
 //!
 //! The service's gateway is its own instance (`[outbound]`): its breakers, secrets and cache are
 //! separate from the plugins'.
+//!
+//! What a failed call may say in a log line or a stored error is decided in [`scrub`]: status
+//! and size of an answer, never its body, and never a token or secret the service knows.
 
 pub mod discovery;
+pub mod scrub;
 pub mod token;
 
 use self::{
     discovery::{Discovery, DiscoveryError},
+    scrub::Scrubber,
     token::TokenSource,
 };
 use bytes::Bytes;
@@ -65,6 +70,8 @@ pub struct InternalClient {
     gateway: Arc<EgressGateway>,
     discovery: Discovery,
     auth: Option<TokenSource>,
+    /// The gateway's configured secret values (`[outbound] secrets`), for [`Self::scrubber`].
+    secret_values: Vec<String>,
 }
 
 impl InternalClient {
@@ -78,7 +85,32 @@ impl InternalClient {
             gateway,
             discovery,
             auth,
+            secret_values: Vec::new(),
         }
+    }
+
+    /// Also scrub `values` (the `[outbound]` gateway's secrets) from what [`Self::scrubber`]
+    /// cleans.
+    pub fn with_secret_values(mut self, values: impl IntoIterator<Item = String>) -> Self {
+        self.secret_values.extend(values);
+        self
+    }
+
+    /// How long an internal destination's circuit breaker stays open before it lets probes
+    /// through (`[outbound] defaults.breaker.open-ms`).
+    pub fn breaker_open_for(&self) -> Duration {
+        self.gateway.defaults().breaker.open_for
+    }
+
+    /// A scrubber for every sensitive value this client knows now: the access tokens, the
+    /// client secret and the gateway's secrets.
+    pub fn scrubber(&self) -> Scrubber {
+        let tokens = self
+            .auth
+            .as_ref()
+            .map(TokenSource::sensitive_values)
+            .unwrap_or_default();
+        Scrubber::new(tokens).with(&self.secret_values)
     }
 
     /// The token source, when service authentication is configured.

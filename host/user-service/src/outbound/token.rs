@@ -5,7 +5,7 @@
 //! token is only ever attached by [`super::InternalClient`], which only calls configured
 //! internal services: plugins' egress (HIBP, CAPTCHA providers) has no way to reach it.
 
-use super::OutboundError;
+use super::{OutboundError, scrub::describe_response};
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{Method, Request, header};
@@ -17,8 +17,9 @@ use policy_host::egress::{
 use serde::Deserialize;
 use std::{
     collections::BTreeMap,
+    collections::VecDeque,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -79,12 +80,18 @@ struct TokenResponse {
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
 /// Longest a token request may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Access tokens remembered for scrubbing (the current one and a few before it).
+const REMEMBERED_TOKENS: usize = 4;
 
 /// Fetches, caches and refreshes the access token.
 pub struct TokenSource {
     config: ClientCredentialsConfig,
     /// `Basic base64(id:secret)`, built once: the secret stays in this process's memory only.
     basic_credentials: String,
+    /// The client secret, kept only so that [`TokenSource::sensitive_values`] can name it.
+    client_secret: String,
+    /// The latest access tokens, for [`TokenSource::sensitive_values`].
+    recent: Mutex<VecDeque<Arc<str>>>,
     gateway: Arc<EgressGateway>,
     egress: PluginEgress,
     current: tokio::sync::Mutex<Option<AccessToken>>,
@@ -130,9 +137,12 @@ impl TokenSource {
             defaults,
         )
         .map_err(|error| misconfigured(format!("[service-auth] token-url: {error}")))?;
+        let client_secret = secret.to_owned();
         Ok(Self {
             config,
             basic_credentials,
+            client_secret,
+            recent: Mutex::new(VecDeque::new()),
             gateway,
             egress,
             current: tokio::sync::Mutex::new(None),
@@ -143,6 +153,21 @@ impl TokenSource {
     /// How many tokens have been fetched from the endpoint.
     pub fn fetches(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// Every value of this source that must never appear in a log line or a stored error: the
+    /// client secret, the Basic credentials built from it and the latest access tokens.
+    pub fn sensitive_values(&self) -> Vec<String> {
+        let mut values = vec![self.client_secret.clone()];
+        if let Some(encoded) = self.basic_credentials.strip_prefix("Basic ") {
+            values.push(encoded.to_owned());
+        }
+        let recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        values.extend(recent.iter().map(|token| token.to_string()));
+        values
     }
 
     /// A token valid now: the cached one, or a fresh one when it is due for refresh. While the
@@ -156,6 +181,7 @@ impl TokenSource {
         match self.fetch().await {
             Ok(token) => {
                 let value = token.value.clone();
+                self.remember(&value);
                 *current = Some(token);
                 Ok(value)
             }
@@ -178,6 +204,17 @@ impl TokenSource {
         {
             *current = None;
         }
+    }
+
+    fn remember(&self, token: &Arc<str>) {
+        let mut recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if recent.len() == REMEMBERED_TOKENS {
+            recent.pop_front();
+        }
+        recent.push_back(token.clone());
     }
 
     async fn fetch(&self) -> Result<AccessToken, OutboundError> {
@@ -209,20 +246,28 @@ impl TokenSource {
             .send(&self.egress, request, None, started + FETCH_TIMEOUT)
             .await
             .map_err(|error| OutboundError::Token(format!("token endpoint: {error}")))?;
+        // Neither the body nor a value from it goes into an error: an answer may carry a token.
         if !response.status.is_success() {
-            return Err(OutboundError::Token(format!(
-                "token endpoint answered {}",
-                response.status
+            return Err(OutboundError::Token(describe_response(
+                "token endpoint",
+                response.status,
+                response.body.len(),
             )));
         }
         let parsed: TokenResponse = serde_json::from_slice(&response.body).map_err(|error| {
-            OutboundError::Token(format!("token endpoint sent an unreadable answer: {error}"))
+            OutboundError::Token(format!(
+                "token endpoint sent an unreadable answer ({} bytes; {:?} error at line {}, column {})",
+                response.body.len(),
+                error.classify(),
+                error.line(),
+                error.column()
+            ))
         })?;
         if !parsed.token_type.eq_ignore_ascii_case("bearer") {
-            return Err(OutboundError::Token(format!(
-                "token endpoint sent a {:?} token; only bearer tokens are supported",
-                parsed.token_type
-            )));
+            return Err(OutboundError::Token(
+                "token endpoint sent a token that is not a bearer token (the only type supported)"
+                    .to_owned(),
+            ));
         }
         if parsed.access_token.is_empty()
             || http::HeaderValue::from_str(&format!("Bearer {}", parsed.access_token)).is_err()

@@ -12,27 +12,40 @@
 //!   user's later events, and can be replayed (`POST /admin/outbox/dead-letters/{id}/replay`).
 //! - **Several replicas** can run relays on one database: a pass claims its events with a
 //!   lease, so each is delivered by one relay at a time.
+//! - **No head-of-line blocking**: every claimed event is delivered by its own task (at most
+//!   `parallelism` sending at once), and a pass never waits for a delivery. A slow or hanging
+//!   consumer holds only the event it is slow on (and so that user's later events), for at most
+//!   the delivery timeout; the other users' events go past it. Outcomes are recorded as they
+//!   come in, whatever has finished in one transaction.
+//! - **A short-circuit is not an attempt**: while a sink's breaker is open its deliveries are
+//!   deferred (counted and logged apart from failures, see [`delivery`]).
 
+mod delivery;
 pub mod sinks;
 
-use self::sinks::{Sink, SinkConfig};
+use self::{delivery::Deliverer, sinks::SinkConfig};
 use crate::{
     outbound::InternalClient,
     store::{DeliveryFailure, DeliveryOutcome, DueEvent, Store, now, now_micros},
 };
-use futures_util::StreamExt;
-use policy_host::egress::retry::full_jitter_delay;
+use futures_util::FutureExt;
 use serde::Deserialize;
 use std::{
     collections::HashSet,
+    panic::AssertUnwindSafe,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
-use tokio::sync::Notify;
+use tokio::{
+    sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc},
+    task::JoinSet,
+};
 
 /// How often delivered events past their retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Added to every lease: time to record an outcome after its delivery ended.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// `[events]`: the relay and its sinks.
 #[derive(Debug, Clone, Deserialize)]
@@ -44,9 +57,10 @@ pub struct EventsConfig {
     pub sinks: Vec<SinkConfig>,
     /// How often the relay looks for due events when nothing woke it (`poll-interval-ms`).
     pub poll_interval_ms: u64,
-    /// Events read per pass (`batch-size`).
+    /// Events read per pass (`batch-size`), and the most events one relay holds claimed and
+    /// not yet recorded.
     pub batch_size: u32,
-    /// Events delivered concurrently (different users; `parallelism`).
+    /// Events sent concurrently (different users; `parallelism`).
     pub parallelism: usize,
     /// Failed attempts after which an event becomes a dead letter (`max-attempts`).
     pub max_attempts: u32,
@@ -85,23 +99,40 @@ impl Default for EventsConfig {
 /// The relay task's state.
 pub struct Relay {
     store: Store,
-    sinks: Vec<Sink>,
+    deliverer: Arc<Deliverer>,
     config: EventsConfig,
     wake: Arc<Notify>,
+    /// Events claimed and not yet recorded, at most `batch-size`: a permit travels with each
+    /// delivery and is returned when its outcome is recorded.
+    claims: Arc<Semaphore>,
+    /// Deliveries sending at once, at most `parallelism`.
+    senders: Arc<Semaphore>,
+}
+
+/// A delivery's outcome on its way to the database, with the claim it holds.
+struct Finished {
+    outcome: DeliveryOutcome,
+    _claim: OwnedSemaphorePermit,
+}
+
+/// What the run loop tracks between passes.
+struct InFlight {
+    /// Delivery tasks; dropped (and so aborted) with the loop.
+    tasks: JoinSet<()>,
+    /// Ids of events being delivered: never claimed again by this relay before their outcome is
+    /// recorded, even if the database were slow enough for the lease to run out.
+    ids: HashSet<String>,
+    finished_tx: mpsc::UnboundedSender<Finished>,
 }
 
 impl Relay {
     /// A relay over `store` delivering through `client`.
     pub fn new(store: Store, config: EventsConfig, client: Arc<InternalClient>) -> Self {
-        let sinks = config
-            .sinks
-            .iter()
-            .cloned()
-            .map(|sink| Sink::new(sink, client.clone()))
-            .collect();
         Self {
             store,
-            sinks,
+            deliverer: Arc::new(Deliverer::new(config.clone(), client)),
+            claims: Arc::new(Semaphore::new(config.batch_size.max(1) as usize)),
+            senders: Arc::new(Semaphore::new(config.parallelism.max(1))),
             config,
             wake: Arc::new(Notify::new()),
         }
@@ -112,26 +143,42 @@ impl Relay {
         self.wake.clone()
     }
 
-    /// Runs until the process ends.
+    /// Runs until the process ends (or the task is aborted, which aborts its deliveries: their
+    /// events are delivered again after their lease).
     pub async fn run(self: Arc<Self>) {
         let poll = Duration::from_millis(self.config.poll_interval_ms.max(10));
         let mut last_prune: Option<Instant> = None;
+        let (finished_tx, mut finished_rx) = mpsc::unbounded_channel();
+        let mut flight = InFlight {
+            tasks: JoinSet::new(),
+            ids: HashSet::new(),
+            finished_tx,
+        };
+        let mut finished = Vec::new();
         loop {
             if last_prune.is_none_or(|pruned| pruned.elapsed() >= PRUNE_EVERY) {
                 last_prune = Some(Instant::now());
                 self.prune().await;
             }
-            let delivered = match self.pass().await {
-                Ok(count) => count,
+            // Panics are turned into outcomes inside the tasks; this only reaps them.
+            while flight.tasks.try_join_next().is_some() {}
+            while let Ok(done) = finished_rx.try_recv() {
+                finished.push(done);
+            }
+            let recorded = self.record(&mut finished, &mut flight.ids).await;
+            let started = match self.start_deliveries(&mut flight).await {
+                Ok(started) => started,
                 Err(error) => {
                     tracing::error!(%error, "outbox relay cannot read the outbox");
                     0
                 }
             };
-            if delivered == 0 {
+            if recorded == 0 && started == 0 {
+                let batch = self.config.batch_size.max(1) as usize;
                 tokio::select! {
                     () = self.wake.notified() => {}
                     () = tokio::time::sleep(poll) => {}
+                    _ = finished_rx.recv_many(&mut finished, batch) => {}
                 }
             }
         }
@@ -146,94 +193,119 @@ impl Relay {
         }
     }
 
-    /// Delivers the events due now; returns how many were attempted. The pass claims its
-    /// events and records their outcomes with one statement and one transaction, so the
-    /// database sees two commits per pass, not two per event.
-    pub async fn pass(&self) -> sqlx::Result<usize> {
+    /// How long a claim holds: long enough for every event this relay may hold claimed to be
+    /// delivered before this one (`batch-size` events, `parallelism` at a time, each running
+    /// into its timeout at every sink), then this one, then its outcome recorded. After it,
+    /// another replica may take the event over.
+    fn lease(&self) -> Duration {
+        let rounds =
+            (self.config.batch_size.max(1) as usize).div_ceil(self.config.parallelism.max(1));
+        self.deliverer.longest_delivery() * (rounds as u32 + 1) + LEASE_MARGIN
+    }
+
+    /// One pass: claims as many due events as this relay has room for and starts a delivery
+    /// task for each; returns how many it started. It does not wait for any delivery.
+    async fn start_deliveries(&self, flight: &mut InFlight) -> sqlx::Result<usize> {
+        let room = self.claims.available_permits();
+        if room == 0 {
+            return Ok(0);
+        }
         let now = now_micros();
-        let due = self
+        let due: Vec<DueEvent> = self
             .store
-            .due_events(now, i64::from(self.config.batch_size.max(1)))
-            .await?;
+            .due_events(now, room as i64)
+            .await?
+            .into_iter()
+            .filter(|due| !flight.ids.contains(&due.event.id))
+            .collect();
         if due.is_empty() {
             return Ok(0);
         }
-        let parallelism = self.config.parallelism.max(1);
-        let timeout = Duration::from_millis(self.config.delivery_timeout_ms);
-        // Long enough for every delivery of the pass to time out; after it, another replica
-        // may take the events over.
-        let rounds = due.len().div_ceil(parallelism) as u32;
-        let lease = timeout * (self.sinks.len() as u32).max(1) * rounds + timeout;
         let ids: Vec<String> = due.iter().map(|due| due.event.id.clone()).collect();
+        let until = now + self.lease().as_micros() as i64;
         let claimed: HashSet<String> = self
             .store
-            .claim_events(&ids, now, now + lease.as_micros() as i64)
+            .claim_events(&ids, now, until)
             .await?
             .into_iter()
             .collect();
-        let outcomes: Vec<DeliveryOutcome> = futures_util::stream::iter(
-            due.into_iter()
-                .filter(|due| claimed.contains(&due.event.id)),
-        )
-        .map(|due| self.deliver(due, timeout))
-        .buffer_unordered(parallelism)
-        .collect()
-        .await;
-        self.store.record_deliveries(&outcomes).await?;
-        Ok(outcomes.len())
+        let mut started = 0;
+        for due in due
+            .into_iter()
+            .filter(|due| claimed.contains(&due.event.id))
+        {
+            // Only this loop takes claims, and it saw `room` free: this cannot fail. An event
+            // claimed but not started is delivered after its lease.
+            let Ok(claim) = self.claims.clone().try_acquire_owned() else {
+                break;
+            };
+            flight.ids.insert(due.event.id.clone());
+            let deliverer = self.deliverer.clone();
+            let senders = self.senders.clone();
+            let finished = flight.finished_tx.clone();
+            flight.tasks.spawn(async move {
+                let outcome = deliver_one(&deliverer, &senders, due).await;
+                // The receiver lives as long as the loop that spawned this task.
+                let _ = finished.send(Finished {
+                    outcome,
+                    _claim: claim,
+                });
+            });
+            started += 1;
+        }
+        Ok(started)
     }
 
-    /// Offers one event to every sink that has not taken it yet.
-    async fn deliver(&self, due: DueEvent, timeout: Duration) -> DeliveryOutcome {
-        let event = &due.event;
-        let mut done = due.sinks_done;
-        let mut errors = Vec::new();
-        let mut attempted = false;
-        for sink in &self.sinks {
-            if done.iter().any(|name| name == sink.name()) {
-                continue;
-            }
-            match sink.deliver(event, timeout).await {
-                Ok(()) => done.push(sink.name().to_owned()),
-                Err(error) => {
-                    attempted |= error.attempted;
-                    errors.push(format!("{}: {}", sink.name(), error.message));
-                }
-            }
+    /// Records `finished` outcomes in one transaction and returns their claims; returns how
+    /// many. When the database refuses, the outcomes are lost and their events delivered again
+    /// after their lease (at least once).
+    async fn record(&self, finished: &mut Vec<Finished>, in_flight: &mut HashSet<String>) -> usize {
+        if finished.is_empty() {
+            return 0;
         }
-        if errors.is_empty() {
-            metrics::counter!("outbox_delivered_total", "type" => event.event_type.clone())
-                .increment(1);
-            return DeliveryOutcome::Delivered {
-                id: event.id.clone(),
-                sinks_done: done,
-            };
+        let batch = std::mem::take(finished);
+        let outcomes: Vec<DeliveryOutcome> = batch
+            .iter()
+            .map(|finished| finished.outcome.clone())
+            .collect();
+        if let Err(error) = self.store.record_deliveries(&outcomes).await {
+            tracing::error!(%error, events = outcomes.len(), "cannot record outbox deliveries; they are retried after their lease");
         }
-        // Only a sink that was actually tried uses up an attempt (not an open breaker).
-        let attempts = due.attempts + i64::from(attempted);
-        let dead = attempts >= i64::from(self.config.max_attempts.max(1));
-        let error = errors.join("; ");
-        let delay = full_jitter_delay(
-            Duration::from_millis(self.config.retry_base_ms),
-            Duration::from_millis(self.config.retry_cap_ms),
-            attempts.saturating_sub(1).clamp(0, 30) as u32,
-        );
-        if dead {
-            tracing::error!(event = %event.id, r#type = %event.event_type, attempts, %error, "event moved to the dead letters");
-            metrics::counter!("outbox_dead_lettered_total", "type" => event.event_type.clone())
-                .increment(1);
-        } else {
-            tracing::warn!(event = %event.id, r#type = %event.event_type, attempts, retry_in_ms = delay.as_millis() as u64, %error, "event delivery failed; will retry");
-            metrics::counter!("outbox_delivery_failures_total", "type" => event.event_type.clone())
-                .increment(1);
+        for outcome in &outcomes {
+            in_flight.remove(outcome_id(outcome));
         }
+        batch.len()
+    }
+}
+
+/// Waits for a sender slot, then delivers `due`; a panic becomes a failed attempt.
+async fn deliver_one(deliverer: &Deliverer, senders: &Semaphore, due: DueEvent) -> DeliveryOutcome {
+    let id = due.event.id.clone();
+    let attempts = due.attempts + 1;
+    let sinks_done = due.sinks_done.clone();
+    // The semaphore is never closed.
+    let _sending = senders.acquire().await.ok();
+    metrics::gauge!("outbox_deliveries_in_flight").increment(1.0);
+    let outcome = AssertUnwindSafe(deliverer.deliver(due))
+        .catch_unwind()
+        .await;
+    metrics::gauge!("outbox_deliveries_in_flight").decrement(1.0);
+    outcome.unwrap_or_else(|_| {
+        tracing::error!(event = %id, "an outbox delivery panicked; the event will be retried");
         DeliveryOutcome::Failed(DeliveryFailure {
-            id: event.id.clone(),
+            id,
             attempts,
-            next_attempt_at: now_micros() + delay.as_micros() as i64,
-            error,
-            sinks_done: done,
-            dead,
+            next_attempt_at: now_micros() + 1_000_000,
+            error: "the delivery panicked".to_owned(),
+            sinks_done,
+            dead: false,
         })
+    })
+}
+
+fn outcome_id(outcome: &DeliveryOutcome) -> &str {
+    match outcome {
+        DeliveryOutcome::Delivered { id, .. } => id,
+        DeliveryOutcome::Failed(failure) => &failure.id,
     }
 }

@@ -2,7 +2,7 @@
 //! `POST /notifications/email` fallback for password resets.
 
 use crate::{
-    outbound::{InternalClient, InternalRequest, OutboundError},
+    outbound::{InternalClient, InternalRequest, OutboundError, scrub::describe_response},
     store::OutboxEvent,
 };
 use bytes::Bytes;
@@ -79,19 +79,21 @@ impl SinkConfig {
 
 /// Why a delivery did not count.
 #[derive(Debug)]
-pub struct DeliveryError {
-    pub message: String,
-    /// False when nothing was sent because the destination's circuit breaker is open: such a
-    /// failure does not use up one of the event's attempts.
-    pub attempted: bool,
+pub enum DeliveryError {
+    /// Nothing was sent: the destination's circuit breaker is open. Not a delivery attempt: it
+    /// uses up none of the event's attempts and is not counted as a failure.
+    Deferred {
+        /// The destination whose breaker is open.
+        origin: String,
+    },
+    /// The sink was tried and did not take the event. The message names statuses, sizes and
+    /// causes, never a response body (see [`crate::outbound::scrub`]).
+    Failed(String),
 }
 
 impl DeliveryError {
-    fn attempted(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            attempted: true,
-        }
+    fn failed(message: impl Into<String>) -> Self {
+        Self::Failed(message.into())
     }
 }
 
@@ -128,7 +130,7 @@ impl Sink {
         match &self.config {
             SinkConfig::Http { service, path, .. } => {
                 let body = serde_json::to_vec(&event.payload).map_err(|error| {
-                    DeliveryError::attempted(format!("cannot encode the event: {error}"))
+                    DeliveryError::failed(format!("cannot encode the event: {error}"))
                 })?;
                 self.post(service, path, Bytes::from(body), &event.id, timeout)
                     .await
@@ -141,7 +143,7 @@ impl Sink {
                     .await
                     .map_err(|error| format!("file sink task failed: {error}"))
                     .flatten()
-                    .map_err(DeliveryError::attempted)
+                    .map_err(DeliveryError::failed)
             }
             SinkConfig::NotificationEmail { service, path, .. } => {
                 if event.event_type != "PasswordResetRequestedEventV1" {
@@ -151,9 +153,7 @@ impl Sink {
                 let (Some(to), Some(reset_link)) =
                     (data["email"].as_str(), data["resetLink"].as_str())
                 else {
-                    return Err(DeliveryError::attempted(
-                        "the event has no email or resetLink",
-                    ));
+                    return Err(DeliveryError::failed("the event has no email or resetLink"));
                 };
                 let body = json!({
                     "to": to,
@@ -191,24 +191,21 @@ impl Sink {
                 timeout,
             })
             .await
-            .map_err(|error| DeliveryError {
-                attempted: !matches!(
-                    error,
-                    OutboundError::Egress {
-                        source: EgressError::BreakerOpen { .. },
-                        ..
-                    }
-                ),
-                message: error.to_string(),
+            .map_err(|error| match error {
+                OutboundError::Egress {
+                    source: EgressError::BreakerOpen { origin },
+                    ..
+                } => DeliveryError::Deferred { origin },
+                error => DeliveryError::failed(error.to_string()),
             })?;
         if response.status.is_success() {
             Ok(())
         } else {
-            let detail = String::from_utf8_lossy(&response.body[..response.body.len().min(200)])
-                .into_owned();
-            Err(DeliveryError::attempted(format!(
-                "{service} answered {}: {detail}",
-                response.status
+            // Status and size only: a consumer may echo the request, reset link included.
+            Err(DeliveryError::failed(describe_response(
+                service,
+                response.status,
+                response.body.len(),
             )))
         }
     }

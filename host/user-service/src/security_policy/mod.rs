@@ -9,7 +9,7 @@
 pub mod document;
 
 use self::document::SecurityPolicies;
-use crate::outbound::{InternalClient, InternalRequest};
+use crate::outbound::{InternalClient, InternalRequest, scrub::describe_response};
 use arc_swap::ArcSwap;
 use http::Method;
 use policy_host::catalog::Catalog;
@@ -245,11 +245,17 @@ impl SecurityPolicyService {
                 timeout: Duration::from_millis(self.config.fetch_timeout_ms),
             })
             .await
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| self.client.scrubber().scrub(&error.to_string()))?;
         if response.status != http::StatusCode::OK {
-            return Err(format!("{service} answered {}", response.status));
+            return Err(describe_response(
+                service,
+                response.status,
+                response.body.len(),
+            ));
         }
-        SecurityPolicies::parse(&response.body).map_err(|error| format!("{service}: {error}"))
+        // A parse error may quote a value of the document: scrubbed like every outbound error.
+        SecurityPolicies::parse(&response.body)
+            .map_err(|error| self.client.scrubber().scrub(&format!("{service}: {error}")))
     }
 
     /// Puts `policies` in force, remembers it on disk when it came from upstream.
