@@ -6,6 +6,7 @@
 
 pub mod captcha_vendors;
 pub mod dns;
+pub mod faults;
 pub mod hibp;
 pub mod internal_services;
 pub mod log_capture;
