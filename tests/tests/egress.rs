@@ -233,3 +233,203 @@ async fn a_password_policy_plugin_has_no_network_at_all() {
         "{error}"
     );
 }
+
+/// The hostile plugin with path-prefixed entries on one upstream: `/range/` and `/v1`.
+struct PrefixedSetup {
+    _dir: PluginDir,
+    host: PolicyHost,
+    upstream: TestServer,
+}
+
+async fn prefixed_setup() -> PrefixedSetup {
+    let upstream = echo_server().await;
+    let dir = PluginDir::new().unwrap();
+    dir.publish("hostile", Path::new(components::HOSTILE_EGRESS))
+        .unwrap();
+    let mut config = dir.config();
+    let mut hostile = slot(PluginKind::BreachCheck, &[]);
+    hostile.egress = vec![
+        destination(format!("{}/range/", upstream.url()), &[]),
+        destination(format!("{}/v1", upstream.url()), &[]),
+    ];
+    config.slots.insert("hostile".to_owned(), hostile);
+    let host = PolicyHost::start(&config).await.unwrap();
+    PrefixedSetup {
+        _dir: dir,
+        host,
+        upstream,
+    }
+}
+
+/// True for the paths the prefixed setup allows, already in normal form.
+fn allowed_normal_path(path: &str) -> bool {
+    let path_only = path.split('?').next().unwrap_or_default();
+    let lower = path_only.to_ascii_lowercase();
+    let under =
+        path_only.starts_with("/range/") || path_only == "/v1" || path_only.starts_with("/v1/");
+    let normal = !path_only.contains('\\')
+        && !["%2e", "%2f", "%5c", "%25"]
+            .iter()
+            .any(|encoded| lower.contains(encoded))
+        && path_only
+            .split('/')
+            .all(|segment| !matches!(segment.split(';').next(), Some(".") | Some("..")));
+    under && normal
+}
+
+#[tokio::test]
+async fn path_tricks_are_refused_and_only_normal_paths_reach_the_upstream() {
+    let setup = prefixed_setup().await;
+    let url = setup.upstream.url();
+    for allowed in [
+        "/range/ABCDE",
+        "/range/ABCDE?mode=padded",
+        "/v1",
+        "/v1/status",
+    ] {
+        let seen = run(&setup.host, &format!("get {url}{allowed}")).await;
+        assert!(seen.starts_with("status=200"), "{allowed}: {seen}");
+    }
+    assert_eq!(setup.upstream.request_count(), 4);
+
+    for trick in [
+        "/range/../admin",
+        "/range/./../admin",
+        "/range/%2e%2e/admin",
+        "/range/%2E%2E/admin",
+        "/range/.%2e/admin",
+        "/range/..%2fadmin",
+        "/range/..%2Fadmin",
+        "/range/..%5cadmin",
+        "/range/..;/admin",
+        "/range/%252e%252e/admin",
+        "/range/./ABCDE",
+        "/rangeX/ABCDE",
+        "/v1X",
+        "/v1-admin",
+        "/v1/../admin",
+    ] {
+        let seen = run(&setup.host, &format!("get {url}{trick}")).await;
+        assert!(seen.contains("HttpRequestDenied"), "{trick}: {seen}");
+    }
+    // A raw backslash (valid in an `http::Uri` path) reaches the gateway and is refused there.
+    let seen = run(&setup.host, &format!("get {url}/range\\..\\admin")).await;
+    assert!(seen.contains("HttpRequestDenied"), "{seen}");
+
+    let received = setup.upstream.requests();
+    assert_eq!(received.len(), 4, "no trick reached the upstream");
+    for request in &received {
+        assert!(allowed_normal_path(&request.path), "{}", request.path);
+        assert!(!request.path.contains("admin"), "{}", request.path);
+    }
+}
+
+#[tokio::test]
+async fn userinfo_is_refused_and_never_reaches_the_host_header() {
+    let setup = prefixed_setup().await;
+    let port = setup.upstream.port();
+    for userinfo in ["admin:pw@", "admin@", "@"] {
+        let seen = run(
+            &setup.host,
+            &format!("get http://{userinfo}127.0.0.1:{port}/range/ABCDE"),
+        )
+        .await;
+        assert!(seen.contains("HttpRequestDenied"), "{userinfo}: {seen}");
+    }
+    assert_eq!(setup.upstream.request_count(), 0);
+
+    let seen = run(
+        &setup.host,
+        &format!("get http://127.0.0.1:{port}/range/ABCDE"),
+    )
+    .await;
+    assert!(seen.starts_with("status=200"), "{seen}");
+    let received = setup.upstream.requests();
+    assert_eq!(received.len(), 1);
+    assert_eq!(
+        received[0].header("host"),
+        Some(format!("127.0.0.1:{port}").as_str())
+    );
+    assert!(!received[0].everything().contains("admin"));
+}
+
+#[tokio::test]
+async fn odd_host_spellings_are_refused() {
+    let setup = prefixed_setup().await;
+    let port = setup.upstream.port();
+    for host in [
+        "0x7f.1",
+        "0x7f.0.0.1",
+        "2130706433",
+        "0177.0.0.1",
+        "127.1",
+        "127.0.0.1.",
+        "[::ffff:127.0.0.1]",
+    ] {
+        let seen = run(
+            &setup.host,
+            &format!("get http://{host}:{port}/range/ABCDE"),
+        )
+        .await;
+        assert!(seen.contains("HttpRequestDenied"), "{host}: {seen}");
+    }
+    assert_eq!(setup.upstream.request_count(), 0);
+}
+
+#[tokio::test]
+async fn forwarding_and_hop_by_hop_headers_never_reach_the_upstream() {
+    let setup = prefixed_setup().await;
+    let url = setup.upstream.url();
+    let headers = [
+        ("forwarded", "for=10.0.0.1;host=admin.internal"),
+        ("x-forwarded-for", "10.0.0.1"),
+        ("x-forwarded-host", "admin.internal"),
+        ("x-forwarded-proto", "https"),
+        ("x-real-ip", "10.0.0.1"),
+        ("via", "1.1-internal-proxy"),
+        ("te", "trailers"),
+        ("trailer", "x-checksum"),
+        ("accept-encoding", "gzip"),
+        ("x-original-url", "/admin"),
+        ("proxy-authorization", "Basic-YWRtaW46cHc="),
+        ("connection", "x-request-id"),
+        ("upgrade", "websocket"),
+    ];
+    for (index, (name, value)) in headers.iter().enumerate() {
+        // A distinct path each time, so no answer comes from the cache.
+        let seen = run(
+            &setup.host,
+            &format!("get-with-header {url}/range/h{index} {name} {value}"),
+        )
+        .await;
+        // wasi:http forbids some of these outright; the gateway drops the rest.
+        assert!(
+            seen.starts_with("status=200") || seen.contains("Forbidden"),
+            "{name}: {seen}"
+        );
+    }
+    let received = setup.upstream.requests();
+    assert!(!received.is_empty());
+    for request in &received {
+        for (name, _) in &headers {
+            if *name == "accept-encoding" {
+                continue;
+            }
+            assert_eq!(request.header(name), None, "{name} reached the upstream");
+        }
+        assert_eq!(request.header("accept-encoding"), Some("identity"));
+        let everything = request.everything();
+        for leaked in [
+            "10.0.0.1",
+            "admin.internal",
+            "gzip",
+            "/admin",
+            "YWRtaW46cHc=",
+        ] {
+            assert!(
+                !everything.contains(leaked),
+                "{leaked} reached the upstream"
+            );
+        }
+    }
+}
