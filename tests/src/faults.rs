@@ -14,16 +14,14 @@
 //! | `status-5xx` | `503` with an empty body |
 //! | `reset` | headers announcing 20,000 bytes, 1,000 of them, then a reset (`SO_LINGER` 0) |
 //! | `tls-failure` | the destination is `https://`, and the server answers the TLS hello with a plain-HTTP `400` |
-//! | `nxdomain` | the destination's host is [`UNRESOLVABLE_HOST`], under `.invalid` (RFC 6761), which never resolves |
+//! | `nxdomain` | the destination's host is [`UNRESOLVABLE_HOST`], which the drill's own DNS server ([`crate::dns::TestDnsServer`], the gateway's `dns-servers`) answers NXDOMAIN |
+//! | `dns-hang` | the destination's host is asked of a DNS server on 127.0.0.1 that never answers (UDP or TCP) |
 //!
-//! Two faults belong to the destination rather than the server, so they cannot be cleared at
+//! Three faults belong to the destination rather than the server, so they cannot be cleared at
 //! the same destination ([`Fault::clears`]): no TLS certificate on 127.0.0.1 is trusted by the
-//! gateway (webpki's Mozilla roots only), and the plugin gateway resolves host names with the
-//! system resolver only (`tokio::net::lookup_host`), so a test cannot make a name resolve later,
-//! nor point it at [`crate::dns::TestDnsServer`]. For the same reason there is no `dns-hang`
-//! fault (a DNS server that never answers): it needs a configurable resolver in the gateway.
-//! A lookup of the `.invalid` name goes to the machine's configured resolver, the one place a
-//! drill talks to something it did not start.
+//! gateway (webpki's Mozilla roots only), and the drill's name servers never learn the name.
+//! Every lookup goes to a server the drill started on 127.0.0.1, never to the machine's
+//! resolver.
 //!
 //! Also here: the drills' call policy and breaker ([`drill_policy`]) and hosts with a
 //! breach-check or captcha slot built on it.
@@ -86,11 +84,12 @@ pub enum Fault {
     Reset,
     TlsFailure,
     Nxdomain,
+    DnsHang,
 }
 
 impl Fault {
     /// Every fault a drill can stage.
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 8] = [
         Fault::Refused,
         Fault::Hang,
         Fault::Slow,
@@ -98,6 +97,7 @@ impl Fault {
         Fault::Reset,
         Fault::TlsFailure,
         Fault::Nxdomain,
+        Fault::DnsHang,
     ];
 
     /// Its name in test and bench output: `refused`, `hang`, `slow`, `status-5xx`, `reset`,
@@ -111,13 +111,14 @@ impl Fault {
             Fault::Reset => "reset",
             Fault::TlsFailure => "tls-failure",
             Fault::Nxdomain => "nxdomain",
+            Fault::DnsHang => "dns-hang",
         }
     }
 
     /// True when switching the server to healthy ends the fault at the same destination; false
     /// for faults of the destination itself (`tls-failure`, `nxdomain`: see the module docs).
     pub fn clears(self) -> bool {
-        !matches!(self, Fault::TlsFailure | Fault::Nxdomain)
+        !matches!(self, Fault::TlsFailure | Fault::Nxdomain | Fault::DnsHang)
     }
 }
 
@@ -179,6 +180,51 @@ pub struct FaultServer {
     /// Whether it is: set by the accept loop once it has closed or bound it.
     bound: watch::Receiver<bool>,
     task: JoinHandle<()>,
+    /// Answers NXDOMAIN for every name: the gateway's name server in every drill.
+    dns: crate::dns::TestDnsServer,
+    /// Never answers: the gateway's name server in the `dns-hang` drill.
+    silent_dns: SilentDns,
+}
+
+/// A DNS server on 127.0.0.1 (UDP and TCP, one port) that reads queries and never answers.
+struct SilentDns {
+    address: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl SilentDns {
+    async fn start() -> Self {
+        loop {
+            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind a UDP socket on 127.0.0.1");
+            let address = udp.local_addr().expect("local address");
+            let Ok(tcp) = TcpListener::bind(address).await else {
+                continue;
+            };
+            let tasks = vec![
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 512];
+                    while udp.recv_from(&mut buffer).await.is_ok() {}
+                }),
+                tokio::spawn(async move {
+                    let mut held = Vec::new();
+                    while let Ok((stream, _)) = tcp.accept().await {
+                        held.push(stream);
+                    }
+                }),
+            ];
+            return Self { address, tasks };
+        }
+    }
+}
+
+impl Drop for SilentDns {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 impl Drop for FaultServer {
@@ -217,6 +263,8 @@ impl FaultServer {
             listening,
             bound,
             task,
+            dns: crate::dns::TestDnsServer::start(Vec::new()).await,
+            silent_dns: SilentDns::start().await,
         }
     }
 
@@ -248,8 +296,19 @@ impl FaultServer {
     pub fn base_url(&self, fault: Fault) -> String {
         match fault {
             Fault::TlsFailure => format!("https://127.0.0.1:{}", self.port),
-            Fault::Nxdomain => format!("http://{UNRESOLVABLE_HOST}:{}", self.port),
+            Fault::Nxdomain | Fault::DnsHang => {
+                format!("http://{UNRESOLVABLE_HOST}:{}", self.port)
+            }
             _ => self.url(),
+        }
+    }
+
+    /// The name servers the gateway asks in the drill of `fault`: ones on 127.0.0.1 that this
+    /// server started, never the machine's resolver.
+    pub fn dns_servers(&self, fault: Fault) -> Vec<SocketAddr> {
+        match fault {
+            Fault::DnsHang => vec![self.silent_dns.address],
+            _ => vec![self.dns.address()],
         }
     }
 
@@ -330,7 +389,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
     while let Ok(Some(request)) = read_request(&mut stream).await {
         shared.requests.fetch_add(1, Ordering::SeqCst);
         let answered = match shared.mode() {
-            Mode::Healthy | Mode::Faulty(Fault::TlsFailure | Fault::Nxdomain) => {
+            Mode::Healthy | Mode::Faulty(Fault::TlsFailure | Fault::Nxdomain | Fault::DnsHang) => {
                 write_healthy(&mut stream, &shared.service, &request).await
             }
             Mode::Faulty(Fault::Slow) => {
@@ -532,10 +591,11 @@ fn plugin_timeout_setting() -> String {
     FIRST_BYTE_TIMEOUT.as_millis().to_string()
 }
 
-/// A host configuration for `dir` with the drills' deadline.
-fn drill_config(dir: &PluginDir) -> HostConfig {
+/// A host configuration for `dir` with the drills' deadline and name servers.
+fn drill_config(dir: &PluginDir, dns_servers: &[SocketAddr]) -> HostConfig {
     let mut config = dir.config();
     config.limits.deadline = DEADLINE;
+    config.egress.dns_servers = dns_servers.to_vec();
     config
 }
 
@@ -543,11 +603,12 @@ fn drill_config(dir: &PluginDir) -> HostConfig {
 /// [`drill_policy`]`(open_for)`; default fail policy (open).
 pub async fn breach_host(
     base_url: &str,
+    dns_servers: &[SocketAddr],
     open_for: Duration,
 ) -> anyhow::Result<(PluginDir, PolicyHost)> {
     let dir = PluginDir::new()?;
     dir.publish(BREACH_SLOT, breach_check_component())?;
-    let mut config = drill_config(&dir);
+    let mut config = drill_config(&dir, dns_servers);
     let timeout = plugin_timeout_setting();
     config.slots.insert(
         BREACH_SLOT.to_owned(),
@@ -565,11 +626,12 @@ pub async fn breach_host(
 /// secret as the host secret) with [`drill_policy`]`(open_for)`; default fail policy (closed).
 pub async fn captcha_host(
     base_url: &str,
+    dns_servers: &[SocketAddr],
     open_for: Duration,
 ) -> anyhow::Result<(PluginDir, PolicyHost)> {
     let dir = PluginDir::new()?;
     dir.publish(CAPTCHA_SLOT, Path::new(bundled_plugins::CAPTCHA.path))?;
-    let mut config = drill_config(&dir);
+    let mut config = drill_config(&dir, dns_servers);
     config.egress.secrets.insert(
         "captcha-secret".to_owned(),
         SecretSource::Value(vendors::TURNSTILE_PASS_SECRET.to_owned()),

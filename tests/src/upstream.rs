@@ -186,6 +186,7 @@ async fn serve(
     handler: Handler,
     recorded: Arc<Mutex<Vec<RecordedRequest>>>,
 ) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
     loop {
         let Some(request) = read_request(&mut stream).await? else {
             return Ok(());
@@ -210,8 +211,11 @@ async fn serve(
                     head.push_str(&format!("{name}: {value}\r\n"));
                 }
                 head.push_str("\r\n");
-                stream.write_all(head.as_bytes()).await?;
-                stream.write_all(&body).await?;
+                // One write: on a kept-alive connection, a second small write would wait for
+                // the client's delayed ACK (Nagle), 40 ms per answer.
+                let mut response = head.into_bytes();
+                response.extend_from_slice(&body);
+                stream.write_all(&response).await?;
                 stream.flush().await?;
             }
             Reply::ResetMidBody { declared, sent } => {

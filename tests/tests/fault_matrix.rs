@@ -98,8 +98,12 @@ impl Drill {
         let base_url = server.base_url(fault);
         let _quiet = QUIET.lock().await;
         let (dir, host) = match slot {
-            Slot::BreachCheck => faults::breach_host(&base_url, OPEN_FOR).await,
-            Slot::Captcha => faults::captcha_host(&base_url, OPEN_FOR).await,
+            Slot::BreachCheck => {
+                faults::breach_host(&base_url, &server.dns_servers(fault), OPEN_FOR).await
+            }
+            Slot::Captcha => {
+                faults::captcha_host(&base_url, &server.dns_servers(fault), OPEN_FOR).await
+            }
         }
         .expect("the drill's host starts");
         Self {
@@ -436,4 +440,5 @@ drills! {
     reset => Fault::Reset,
     tls_failure => Fault::TlsFailure,
     nxdomain => Fault::Nxdomain,
+    dns_hang => Fault::DnsHang,
 }

@@ -168,7 +168,7 @@ impl LoadedPlugin {
             self.label.clone(),
             limits.memory_bytes,
             hooks,
-            engine.gateway().redactor().clone(),
+            engine.gateway().redactor(),
         );
         let mut store = Store::new(engine.engine(), state);
         store.limiter(|state| &mut state.memory);

@@ -30,7 +30,7 @@ pub struct PluginState {
     label: Arc<str>,
     log_lines: u32,
     /// Scrubs secrets from what the plugin logs.
-    redactor: Redactor,
+    redactor: Arc<Redactor>,
 }
 
 impl PluginState {
@@ -41,7 +41,7 @@ impl PluginState {
         label: Arc<str>,
         memory_bytes: usize,
         hooks: EgressHooks,
-        redactor: Redactor,
+        redactor: Arc<Redactor>,
     ) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()

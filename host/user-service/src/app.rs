@@ -109,7 +109,7 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<AppState> {
         .outbound
         .secrets
         .keys()
-        .filter_map(|name| outbound_secrets.value(name).map(str::to_owned));
+        .filter_map(|name| outbound_secrets.value(name).map(|value| value.to_string()));
     let internal =
         Arc::new(InternalClient::new(gateway, discovery, auth).with_secret_values(secret_values));
     let security = SecurityPolicyService::start(

@@ -65,21 +65,72 @@ pub enum AddressError {
     },
 }
 
-/// Resolves `host:port` and keeps the addresses this destination may use.
+/// How names are resolved: the system's resolver, or the configured name servers.
+pub enum NameResolver {
+    /// `getaddrinfo`, as any process on the machine would.
+    System,
+    /// A DNS client asking only the configured servers (no `/etc/hosts`).
+    Servers(Box<hickory_resolver::TokioResolver>),
+}
+
+impl NameResolver {
+    /// The system resolver when `servers` is empty, else a client for those servers.
+    pub fn new(servers: &[SocketAddr]) -> Self {
+        use hickory_resolver::{
+            config::{NameServerConfig, ResolveHosts, ResolverConfig},
+            proto::xfer::Protocol,
+        };
+        if servers.is_empty() {
+            return Self::System;
+        }
+        let mut config = ResolverConfig::new();
+        for &server in servers {
+            config.add_name_server(NameServerConfig::new(server, Protocol::Udp));
+            config.add_name_server(NameServerConfig::new(server, Protocol::Tcp));
+        }
+        let mut builder =
+            hickory_resolver::TokioResolver::builder_with_config(config, Default::default());
+        builder.options_mut().use_hosts_file = ResolveHosts::Never;
+        // The caller bounds the whole lookup by the connect timeout; one try per server.
+        builder.options_mut().attempts = 1;
+        Self::Servers(Box::new(builder.build()))
+    }
+
+    async fn lookup(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+        match self {
+            Self::System => tokio::net::lookup_host((host, port))
+                .await
+                .map(Iterator::collect)
+                .map_err(|error| error.to_string()),
+            Self::Servers(resolver) => {
+                // Fully qualified: search domains never rewrite a destination's name.
+                let name = format!("{}.", host.trim_end_matches('.'));
+                resolver
+                    .lookup_ip(name)
+                    .await
+                    .map(|found| found.iter().map(|ip| SocketAddr::new(ip, port)).collect())
+                    .map_err(|error| error.to_string())
+            }
+        }
+    }
+}
+
+/// Resolves `host:port` with `resolver` and keeps the addresses this destination may use.
 pub async fn resolve_checked(
+    resolver: &NameResolver,
     host: &str,
     port: u16,
     allow_private: bool,
 ) -> Result<Vec<SocketAddr>, AddressError> {
     let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::net::lookup_host((host, port))
+        Err(_) => resolver
+            .lookup(host, port)
             .await
-            .map_err(|error| AddressError::Unresolvable {
+            .map_err(|reason| AddressError::Unresolvable {
                 host: host.to_owned(),
-                reason: error.to_string(),
-            })?
-            .collect(),
+                reason,
+            })?,
     };
     if addresses.is_empty() {
         return Err(AddressError::Unresolvable {
@@ -132,18 +183,19 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_loopback_unless_allowed() {
-        assert!(resolve_checked("127.0.0.1", 80, false).await.is_err());
+        let system = NameResolver::System;
+        assert!(resolve_checked(&system, "127.0.0.1", 80, false).await.is_err());
         assert!(
-            resolve_checked("169.254.169.254", 80, false)
+            resolve_checked(&system, "169.254.169.254", 80, false)
                 .await
                 .unwrap_err()
                 .to_string()
                 .contains("link-local")
         );
         assert_eq!(
-            resolve_checked("127.0.0.1", 80, true).await.unwrap(),
+            resolve_checked(&system, "127.0.0.1", 80, true).await.unwrap(),
             vec!["127.0.0.1:80".parse().unwrap()]
         );
-        assert!(resolve_checked("localhost", 80, false).await.is_err());
+        assert!(resolve_checked(&system, "localhost", 80, false).await.is_err());
     }
 }

@@ -22,6 +22,14 @@ pub struct EgressConfig {
     pub cache_entries: Option<u64>,
     /// Idle keep-alive connections (`[...pool]`).
     pub pool: super::pool::PoolConfig,
+    /// Name servers the gateway asks (`dns-servers`, e.g. `["10.0.0.2:53"]`); empty: the
+    /// system's resolver. Either way a lookup is bounded by the destination's connect timeout.
+    #[serde(rename = "dns-servers")]
+    pub dns_servers: Vec<std::net::SocketAddr>,
+    /// How often secrets read from files are re-read (`secrets-refresh-ms`): a rotated file is
+    /// used from the next request on, without a restart.
+    #[serde(rename = "secrets-refresh-ms", with = "millis")]
+    pub secrets_refresh: Duration,
     /// Secrets by name (`[egress.secrets.<name>]`): where the value comes from.
     pub secrets: BTreeMap<String, SecretSource>,
 }
@@ -34,6 +42,8 @@ impl Default for EgressConfig {
             cache_bytes: 64 << 20,
             cache_entries: None,
             pool: super::pool::PoolConfig::default(),
+            secrets_refresh: Duration::from_secs(1),
+            dns_servers: Vec::new(),
             secrets: BTreeMap::new(),
         }
     }

@@ -128,10 +128,10 @@ struct DestinationState {
 /// The gateway shared by every plugin of a host.
 pub struct EgressGateway {
     config: EgressConfig,
-    secrets: SecretStore,
-    redactor: Redactor,
+    secrets: Arc<SecretStore>,
     cache: ResponseCache,
     pool: pool::ConnectionPool,
+    resolver: address_guard::NameResolver,
     tls: Arc<rustls::ClientConfig>,
     destinations: Mutex<HashMap<String, Arc<DestinationState>>>,
 }
@@ -139,7 +139,8 @@ pub struct EgressGateway {
 impl EgressGateway {
     /// Loads the secrets and sets up the cache and TLS roots (webpki's Mozilla roots).
     pub fn new(config: EgressConfig) -> Result<Self, String> {
-        let secrets = SecretStore::load(&config.secrets)?;
+        let secrets = Arc::new(SecretStore::load(&config.secrets)?);
+        secrets.watch(config.secrets_refresh);
         let roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.into(),
         };
@@ -156,23 +157,28 @@ impl EgressGateway {
             );
         }
         let cache = cache::new_cache(config.cache_bytes);
-        let redactor = secrets.redactor();
         let pool = pool::ConnectionPool::new(config.pool.clone());
+        let resolver = address_guard::NameResolver::new(&config.dns_servers);
         Ok(Self {
             pool,
+            resolver,
             config,
             secrets,
-            redactor,
             cache,
             tls: Arc::new(tls),
             destinations: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Finds every configured secret in any common encoding: for anything a plugin produced
-    /// before it reaches a log line or a caller.
-    pub fn redactor(&self) -> &Redactor {
-        &self.redactor
+    /// Finds every configured secret (as in force now, and the value each replaced) in any
+    /// common encoding: for anything a plugin produced before it reaches a log line or a caller.
+    pub fn redactor(&self) -> Arc<Redactor> {
+        self.secrets.redactor()
+    }
+
+    /// The secrets, as in force now (file secrets rotate without a restart).
+    pub fn secrets(&self) -> &Arc<SecretStore> {
+        &self.secrets
     }
 
     /// The idle keep-alive connections.
@@ -300,7 +306,7 @@ impl EgressGateway {
             BreakerState::Open => 1.0,
             BreakerState::HalfOpen => 2.0,
         });
-        result.and_then(|response| sanitize(response, &self.redactor))
+        result.and_then(|response| sanitize(response, &self.secrets.redactor()))
     }
 
     /// Substitutes secret placeholders in header values and the body; refuses unbound ones.
@@ -373,6 +379,7 @@ impl EgressGateway {
         // connect timeout.
         let lookup_budget = policy.connect_timeout.min(remaining());
         let lookup = address_guard::resolve_checked(
+            &self.resolver,
             &rule.destination.host,
             rule.destination.port,
             rule.config.allow_private,

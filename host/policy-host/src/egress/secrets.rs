@@ -5,23 +5,78 @@
 
 use super::config::SecretSource;
 use super::redact::Redactor;
-use std::collections::BTreeMap;
+use arc_swap::ArcSwap;
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Weak},
+    time::Duration,
+};
 
 const OPEN: &str = "{{secret:";
 const CLOSE: &str = "}}";
 
-/// Secret values by name, loaded once.
-#[derive(Default)]
+/// The values in force, and a redactor for them and for the values they replaced (a request
+/// in flight during a rotation may still see the old one reflected).
+struct Snapshot {
+    values: BTreeMap<String, Arc<str>>,
+    retired: BTreeMap<String, Arc<str>>,
+    redactor: Arc<Redactor>,
+}
+
+impl Snapshot {
+    fn new(values: BTreeMap<String, Arc<str>>, retired: BTreeMap<String, Arc<str>>) -> Self {
+        let redactor = Arc::new(Redactor::new(
+            values.values().chain(retired.values()).map(|value| &**value),
+        ));
+        Self {
+            values,
+            retired,
+            redactor,
+        }
+    }
+}
+
+/// Secret values by name. Secrets read from files (how Kubernetes secret volumes, Vault Agent
+/// and the Secrets Store CSI driver deliver them) are re-read by [`SecretStore::refresh`] and
+/// swapped in atomically: a request sees the old value or the new one, never a half-written
+/// file, and an empty or unreadable file keeps the old value.
 pub struct SecretStore {
-    values: BTreeMap<String, String>,
+    sources: BTreeMap<String, SecretSource>,
+    current: ArcSwap<Snapshot>,
+}
+
+impl Default for SecretStore {
+    fn default() -> Self {
+        Self {
+            sources: BTreeMap::new(),
+            current: ArcSwap::from_pointee(Snapshot::new(BTreeMap::new(), BTreeMap::new())),
+        }
+    }
 }
 
 impl std::fmt::Debug for SecretStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecretStore")
-            .field("names", &self.values.keys().collect::<Vec<_>>())
+            .field("names", &self.sources.keys().collect::<Vec<_>>())
             .finish()
     }
+}
+
+/// Reads one secret's value; an error names the secret (never its value).
+fn read(name: &str, source: &SecretSource) -> Result<String, String> {
+    let value = match source {
+        SecretSource::Env(variable) => std::env::var(variable)
+            .map_err(|_| format!("secret `{name}`: environment variable {variable} is not set"))?,
+        SecretSource::File(path) => std::fs::read_to_string(path)
+            .map_err(|error| format!("secret `{name}`: cannot read {}: {error}", path.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned(),
+        SecretSource::Value(value) => value.clone(),
+    };
+    if value.is_empty() {
+        return Err(format!("secret `{name}` is empty"));
+    }
+    Ok(value)
 }
 
 impl SecretStore {
@@ -30,30 +85,78 @@ impl SecretStore {
     pub fn load(sources: &BTreeMap<String, SecretSource>) -> Result<Self, String> {
         let mut values = BTreeMap::new();
         for (name, source) in sources {
-            let value = match source {
-                SecretSource::Env(variable) => std::env::var(variable).map_err(|_| {
-                    format!("secret `{name}`: environment variable {variable} is not set")
-                })?,
-                SecretSource::File(path) => std::fs::read_to_string(path)
-                    .map_err(|error| {
-                        format!("secret `{name}`: cannot read {}: {error}", path.display())
-                    })?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_owned(),
-                SecretSource::Value(value) => value.clone(),
-            };
-            if value.is_empty() {
-                return Err(format!("secret `{name}` is empty"));
-            }
-            values.insert(name.clone(), value);
+            values.insert(name.clone(), Arc::from(read(name, source)?));
         }
-        Ok(Self { values })
+        Ok(Self {
+            sources: sources.clone(),
+            current: ArcSwap::from_pointee(Snapshot::new(values, BTreeMap::new())),
+        })
     }
 
-    /// The value of the secret called `name`, for host code that authenticates itself (never
-    /// for plugins: they only ever get placeholders substituted at the boundary).
-    pub fn value(&self, name: &str) -> Option<&str> {
-        self.values.get(name).map(String::as_str)
+    /// The value of the secret called `name` now, for host code that authenticates itself
+    /// (never for plugins: they only ever get placeholders substituted at the boundary). Read
+    /// it for each use, not once, so a rotation takes effect from the next call.
+    pub fn value(&self, name: &str) -> Option<Arc<str>> {
+        self.current.load().values.get(name).cloned()
+    }
+
+    /// Re-reads the secrets that come from files and swaps in the changed ones. Returns the
+    /// names that rotated. A file that is unreadable or empty (being rewritten) keeps the value
+    /// in force and is tried again next time.
+    pub fn refresh(&self) -> Vec<String> {
+        let current = self.current.load_full();
+        let mut values = current.values.clone();
+        let mut retired = current.retired.clone();
+        let mut rotated = Vec::new();
+        for (name, source) in &self.sources {
+            if !matches!(source, SecretSource::File(_)) {
+                continue;
+            }
+            let Ok(fresh) = read(name, source) else {
+                continue;
+            };
+            if values.get(name).is_some_and(|old| **old == *fresh) {
+                continue;
+            }
+            if let Some(old) = values.insert(name.clone(), Arc::from(fresh)) {
+                retired.insert(name.clone(), old);
+            }
+            rotated.push(name.clone());
+        }
+        if !rotated.is_empty() {
+            self.current.store(Arc::new(Snapshot::new(values, retired)));
+            for name in &rotated {
+                tracing::info!(secret = %name, "secret rotated: the new value is used from the next request on");
+                metrics::counter!("secret_rotations_total", "secret" => name.clone()).increment(1);
+            }
+        }
+        rotated
+    }
+
+    /// Re-reads file secrets every `every` on the current tokio runtime, for as long as the
+    /// store lives. Does nothing when no secret comes from a file or no runtime is running.
+    pub fn watch(self: &Arc<Self>, every: Duration) {
+        let has_files = self
+            .sources
+            .values()
+            .any(|source| matches!(source, SecretSource::File(_)));
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !has_files {
+            return;
+        }
+        let store: Weak<Self> = Arc::downgrade(self);
+        runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(store) = store.upgrade() else { return };
+                // File reads are small but blocking: off the async threads.
+                let _ = tokio::task::spawn_blocking(move || store.refresh()).await;
+            }
+        });
     }
 
     /// Replaces every placeholder in `text`. Fails, naming the secret, when a placeholder names
@@ -68,6 +171,8 @@ impl SecretStore {
         if !contains(text, OPEN.as_bytes()) {
             return Ok(None);
         }
+        let snapshot = self.current.load();
+        let values = &snapshot.values;
         let mut out = Vec::with_capacity(text.len());
         let mut rest = text;
         while let Some(start) = find(rest, OPEN.as_bytes()) {
@@ -79,13 +184,12 @@ impl SecretStore {
             if !allowed.iter().any(|bound| bound == name) {
                 return Err(format!("secret `{name}` is not bound to this destination"));
             }
-            let value = self
-                .values
+            let value = values
                 .get(name)
                 .ok_or_else(|| format!("secret `{name}` is not configured"))?;
             out.extend_from_slice(value.as_bytes());
-            if !used.contains(value) {
-                used.push(value.clone());
+            if !used.iter().any(|seen| **seen == **value) {
+                used.push(value.to_string());
             }
             rest = &after[end + CLOSE.len()..];
         }
@@ -93,9 +197,10 @@ impl SecretStore {
         Ok(Some(out))
     }
 
-    /// A redactor for every configured secret value, in all its common encodings.
-    pub fn redactor(&self) -> Redactor {
-        Redactor::new(self.values.values().map(String::as_str))
+    /// A redactor for every secret value in force (and each one's previous value), in all
+    /// their common encodings.
+    pub fn redactor(&self) -> Arc<Redactor> {
+        self.current.load().redactor.clone()
     }
 }
 
@@ -149,6 +254,34 @@ mod tests {
     fn the_redactor_knows_every_secret() {
         let redactor = store().redactor();
         assert_eq!(redactor.redact("you sent s3cr3t"), "you sent [redacted]");
+    }
+
+    #[test]
+    fn a_rotated_file_is_swapped_in_whole_and_an_empty_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "first-value\n").unwrap();
+        let store = SecretStore::load(&BTreeMap::from([(
+            "key".to_owned(),
+            SecretSource::File(path.clone()),
+        )]))
+        .unwrap();
+        assert_eq!(store.value("key").as_deref(), Some("first-value"));
+        assert!(store.refresh().is_empty(), "unchanged");
+
+        std::fs::write(&path, "").unwrap();
+        assert!(store.refresh().is_empty(), "a file being rewritten is not used");
+        assert_eq!(store.value("key").as_deref(), Some("first-value"));
+
+        std::fs::write(&path, "second-value").unwrap();
+        assert_eq!(store.refresh(), ["key"]);
+        assert_eq!(store.value("key").as_deref(), Some("second-value"));
+        let redactor = store.redactor();
+        assert_eq!(
+            redactor.redact("first-value second-value"),
+            "[redacted] [redacted]",
+            "the value it replaced is still scrubbed"
+        );
     }
 
     #[test]

@@ -80,16 +80,17 @@ struct TokenResponse {
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
 /// Longest a token request may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a client secret read from a file is checked for rotation.
+const ROTATION_CHECK: Duration = Duration::from_secs(1);
 /// Access tokens remembered for scrubbing (the current one and a few before it).
 const REMEMBERED_TOKENS: usize = 4;
 
 /// Fetches, caches and refreshes the access token.
 pub struct TokenSource {
     config: ClientCredentialsConfig,
-    /// `Basic base64(id:secret)`, built once: the secret stays in this process's memory only.
-    basic_credentials: String,
-    /// The client secret, kept only so that [`TokenSource::sensitive_values`] can name it.
-    client_secret: String,
+    /// The client secret, re-read from its file when it rotates (see
+    /// [`SecretStore::refresh`]): each token request uses the value in force.
+    client_secret: Arc<SecretStore>,
     /// The latest access tokens, for [`TokenSource::sensitive_values`].
     recent: Mutex<VecDeque<Arc<str>>>,
     gateway: Arc<EgressGateway>,
@@ -111,19 +112,13 @@ impl TokenSource {
             config.client_secret.clone(),
         )]))
         .map_err(|error| misconfigured(format!("[service-auth] {error}")))?;
-        let secret = secret
-            .value("client-secret")
-            .ok_or_else(|| misconfigured("[service-auth] client-secret is not set".to_owned()))?;
-        // RFC 6749 §2.3.1: id and secret are form-encoded before the Basic encoding.
-        let encode = |text: &[u8]| form_urlencoded::byte_serialize(text).collect::<String>();
-        let basic_credentials = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!(
-                "{}:{}",
-                encode(config.client_id.as_bytes()),
-                encode(secret.as_bytes())
-            ))
-        );
+        if secret.value("client-secret").is_none() {
+            return Err(misconfigured(
+                "[service-auth] client-secret is not set".to_owned(),
+            ));
+        }
+        let client_secret = Arc::new(secret);
+        client_secret.watch(ROTATION_CHECK);
         let egress = PluginEgress::new(
             "service-auth",
             &[DestinationConfig {
@@ -137,10 +132,8 @@ impl TokenSource {
             defaults,
         )
         .map_err(|error| misconfigured(format!("[service-auth] token-url: {error}")))?;
-        let client_secret = secret.to_owned();
         Ok(Self {
             config,
-            basic_credentials,
             client_secret,
             recent: Mutex::new(VecDeque::new()),
             gateway,
@@ -148,6 +141,19 @@ impl TokenSource {
             current: tokio::sync::Mutex::new(None),
             fetches: AtomicU64::new(0),
         })
+    }
+
+    /// `Basic base64(id:secret)` (RFC 6749 §2.3.1: id and secret are form-encoded first).
+    fn basic_credentials(&self, secret: &str) -> String {
+        let encode = |text: &[u8]| form_urlencoded::byte_serialize(text).collect::<String>();
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                encode(self.config.client_id.as_bytes()),
+                encode(secret.as_bytes())
+            ))
+        )
     }
 
     /// How many tokens have been fetched from the endpoint.
@@ -158,9 +164,12 @@ impl TokenSource {
     /// Every value of this source that must never appear in a log line or a stored error: the
     /// client secret, the Basic credentials built from it and the latest access tokens.
     pub fn sensitive_values(&self) -> Vec<String> {
-        let mut values = vec![self.client_secret.clone()];
-        if let Some(encoded) = self.basic_credentials.strip_prefix("Basic ") {
-            values.push(encoded.to_owned());
+        let mut values = Vec::new();
+        if let Some(secret) = self.client_secret.value("client-secret") {
+            values.push(secret.to_string());
+            if let Some(encoded) = self.basic_credentials(&secret).strip_prefix("Basic ") {
+                values.push(encoded.to_owned());
+            }
         }
         let recent = self
             .recent
@@ -232,12 +241,15 @@ impl TokenSource {
             }
             form.finish()
         };
+        let secret = self.client_secret.value("client-secret").ok_or_else(|| {
+            OutboundError::Misconfigured("[service-auth] client-secret is not set".to_owned())
+        })?;
         let request = Request::builder()
             .method(Method::POST)
             .uri(&self.config.token_url)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::ACCEPT, "application/json")
-            .header(header::AUTHORIZATION, &self.basic_credentials)
+            .header(header::AUTHORIZATION, self.basic_credentials(&secret))
             .body(Bytes::from(form))
             .map_err(|error| OutboundError::Misconfigured(format!("token request: {error}")))?;
         let started = Instant::now();
