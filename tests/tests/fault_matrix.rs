@@ -8,11 +8,8 @@
 //! 3. **recovers**: the upstream turns healthy; after `open-ms` the breaker is half-open, and two
 //!    good probes close it, with real answers again (a known breached password is denied as
 //!    breached; a token passes). Where the fault belongs to the destination and cannot clear
-//!    (`tls-failure`, `nxdomain`: see `harness::faults`), a probe fails and the breaker opens
-//!    again instead.
-//!
-//! `dns-hang` is not drilled: the plugin gateway resolves with the system resolver only, so no
-//! test can hand it a DNS server that never answers.
+//!    (`tls-failure`, `nxdomain`, `dns-hang`: see `harness::faults`), a probe fails and the
+//!    breaker opens again instead.
 //!
 //! Each kind and slot is its own test (`<kind>::breach_check`, `<kind>::captcha`).
 
