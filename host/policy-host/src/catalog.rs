@@ -18,6 +18,7 @@ use crate::{
     kind::{self, PluginKind},
     loaded::{LoadedPlugin, PreInstance},
     password_policy,
+    source::{Candidate, Distribution, Origin, PullPolicy, SlotSource},
 };
 use arc_swap::ArcSwapOption;
 use std::{
@@ -57,6 +58,21 @@ pub struct SlotStatus {
     pub current: Option<VersionStatus>,
     pub previous: Option<PluginIdentity>,
     pub last_error: Option<String>,
+    /// Where the slot's candidates come from and how the serving one was obtained.
+    pub source: SourceStatus,
+}
+
+/// A slot's source, for the admin API.
+#[derive(Debug, Clone)]
+pub struct SourceStatus {
+    /// `file` or the `oci://` reference in force.
+    pub source: String,
+    /// Whether candidates must carry enough trusted signatures.
+    pub require_signature: bool,
+    /// How the serving version's bytes were obtained (registry, cache and why, file).
+    pub origin: Option<Origin>,
+    /// A source set at run time that is still being pulled and verified.
+    pub pending: Option<String>,
 }
 
 /// A loaded version, for the admin API.
@@ -82,6 +98,14 @@ pub struct Slot {
     swapping: Mutex<()>,
     /// The slot's share of the instance pool, shared by every version it serves.
     admission: Arc<tokio::sync::Semaphore>,
+    /// Where candidates come from now (set at run time by [`Catalog::set_source`]).
+    source: Mutex<SlotSource>,
+    /// Whether candidates must carry enough trusted signatures.
+    require_signature: bool,
+    /// How the serving version's bytes were obtained.
+    origin: Mutex<Option<Origin>>,
+    /// A source being pulled and verified, not yet in force.
+    pending_source: Mutex<Option<String>>,
 }
 
 impl Slot {
@@ -101,6 +125,11 @@ impl Slot {
         );
         settings
     }
+
+    /// True when candidates come from the plugin directory (the watcher's business).
+    pub fn is_file_source(&self) -> bool {
+        *lock(&self.source) == SlotSource::File
+    }
 }
 
 /// All plugin slots of a host.
@@ -108,17 +137,37 @@ pub struct Catalog {
     engine: Arc<PolicyEngine>,
     dir: PathBuf,
     slots: BTreeMap<String, Slot>,
+    distribution: Arc<Distribution>,
 }
 
 impl Catalog {
-    /// A catalog with one (empty) slot per configured plugin and per plugin kind.
-    pub fn new(engine: Arc<PolicyEngine>, config: &HostConfig) -> Self {
+    /// A catalog with one (empty) slot per configured plugin and per plugin kind. Fails on
+    /// an invalid `[plugins.trust]`, registry credential or slot `source`.
+    pub fn new(engine: Arc<PolicyEngine>, config: &HostConfig) -> Result<Self, LoadError> {
+        let distribution = Distribution::new(config).map_err(|source| LoadError::Distribution {
+            name: "*".to_owned(),
+            source,
+        })?;
         let slots = config
             .slot_names()
             .into_iter()
             .filter_map(|name| config.slot(&name))
             .map(|resolved| {
+                let settings = distribution
+                    .slot(
+                        resolved.source.as_deref(),
+                        resolved.pull_policy,
+                        resolved.require_signature,
+                    )
+                    .map_err(|source| LoadError::Distribution {
+                        name: resolved.name.clone(),
+                        source,
+                    })?;
                 let slot = Slot {
+                    source: Mutex::new(settings.source),
+                    require_signature: settings.require_signature,
+                    origin: Mutex::new(None),
+                    pending_source: Mutex::new(None),
                     current: ArcSwapOption::empty(),
                     previous: Mutex::new(None),
                     last_error: Mutex::new(None),
@@ -130,14 +179,20 @@ impl Catalog {
                     )),
                     config: resolved,
                 };
-                (slot.config.name.clone(), slot)
+                Ok((slot.config.name.clone(), slot))
             })
-            .collect();
-        Self {
+            .collect::<Result<_, LoadError>>()?;
+        Ok(Self {
             engine,
             dir: config.dir.clone(),
             slots,
-        }
+            distribution: Arc::new(distribution),
+        })
+    }
+
+    /// The registry client, trust policy and pull cache.
+    pub fn distribution(&self) -> &Arc<Distribution> {
+        &self.distribution
     }
 
     /// The engine decisions run on.
@@ -160,12 +215,12 @@ impl Catalog {
         self.dir.join(format!("{name}.wasm"))
     }
 
-    /// Loads every enabled slot whose file exists. Failures are logged and kept per slot; they
-    /// don't stop the others.
+    /// Loads every enabled slot whose file exists, and every enabled slot with an OCI source.
+    /// Failures are logged and kept per slot; they don't stop the others.
     pub async fn load_all(&self) -> Vec<(String, Result<ReloadOutcome, LoadError>)> {
         let mut results = Vec::new();
         for (name, slot) in &self.slots {
-            if slot.config.enabled && self.file_for(name).is_file() {
+            if slot.config.enabled && (!slot.is_file_source() || self.file_for(name).is_file()) {
                 results.push((name.clone(), self.reload(name).await));
             }
         }
@@ -179,8 +234,65 @@ impl Catalog {
             name: name.to_owned(),
         })?;
         let _serialised = slot.loading.lock().await;
-        let result = self.load_into(slot).await;
-        match &result {
+        let source = lock(&slot.source).clone();
+        let result = self.load_into(slot, &source).await;
+        self.record(name, slot, &result);
+        result
+    }
+
+    /// Validates `source` (`file` or `oci://…`) for slot `name` without fetching anything.
+    pub fn parse_source(
+        &self,
+        name: &str,
+        source: &str,
+        pull_policy: Option<PullPolicy>,
+    ) -> Result<SlotSource, LoadError> {
+        if !self.slots.contains_key(name) {
+            return Err(LoadError::UnknownSlot {
+                name: name.to_owned(),
+            });
+        }
+        SlotSource::parse(source, pull_policy).map_err(|source| LoadError::Distribution {
+            name: name.to_owned(),
+            source,
+        })
+    }
+
+    /// Loads slot `name` from `source` and, when the candidate passes every check, makes
+    /// `source` the slot's source from then on. On failure the slot keeps its source and its
+    /// serving version, and the error is kept in its status.
+    pub async fn set_source(
+        &self,
+        name: &str,
+        source: SlotSource,
+    ) -> Result<ReloadOutcome, LoadError> {
+        let slot = self.slots.get(name).ok_or_else(|| LoadError::UnknownSlot {
+            name: name.to_owned(),
+        })?;
+        *lock(&slot.pending_source) = Some(source.describe());
+        let _serialised = slot.loading.lock().await;
+        let result = self.load_into(slot, &source).await;
+        if result.is_ok() {
+            *lock(&slot.source) = source;
+        }
+        *lock(&slot.pending_source) = None;
+        self.record(name, slot, &result);
+        result
+    }
+
+    /// Enabled slots with an OCI source and nothing serving (for readiness).
+    pub fn missing_sources(&self) -> Vec<String> {
+        self.slots
+            .values()
+            .filter(|slot| slot.config.enabled && !slot.is_file_source())
+            .filter(|slot| slot.current().is_none())
+            .map(|slot| slot.config.name.clone())
+            .collect()
+    }
+
+    /// Logs a load's outcome and keeps its error for the admin API.
+    fn record(&self, name: &str, slot: &Slot, result: &Result<ReloadOutcome, LoadError>) {
+        match result {
             Ok(ReloadOutcome::Swapped { from, to }) => {
                 tracing::info!(
                     plugin = name,
@@ -198,23 +310,31 @@ impl Catalog {
                 *lock(&slot.last_error) = Some(error.to_string());
             }
         }
-        result
     }
 
-    async fn load_into(&self, slot: &Slot) -> Result<ReloadOutcome, LoadError> {
+    async fn load_into(
+        &self,
+        slot: &Slot,
+        source: &SlotSource,
+    ) -> Result<ReloadOutcome, LoadError> {
         let name = slot.config.name.clone();
         let path = self.file_for(&name);
-        let bytes = tokio::fs::read(&path)
-            .await
-            .map_err(|source| LoadError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
+        // Fetched and, when required, signature-checked before anything is compiled.
+        let Candidate {
+            bytes,
+            provenance,
+            origin,
+        } = self
+            .distribution
+            .fetch(&name, source, &path, slot.require_signature)
+            .await?;
         let sha256 = sha256_hex(&bytes);
         let serving = slot.current();
         if let Some(serving) = &serving
             && *serving.identity.sha256 == sha256
+            && serving.identity.provenance == provenance
         {
+            *lock(&slot.origin) = Some(origin);
             return Ok(ReloadOutcome::Unchanged(serving.identity.clone()));
         }
         if let Some(pinned) = &slot.config.sha256
@@ -231,7 +351,7 @@ impl Catalog {
         config.settings = slot.effective_settings();
         let admission = slot.admission.clone();
         let candidate = tokio::task::spawn_blocking(move || {
-            prepare(&engine, &config, &bytes, sha256, admission)
+            prepare(&engine, &config, &bytes, sha256, admission, provenance)
         })
         .await
         .map_err(|error| LoadError::Internal {
@@ -250,6 +370,7 @@ impl Catalog {
         if from.is_some() {
             *lock(&slot.previous) = from;
         }
+        *lock(&slot.origin) = Some(origin);
         Ok(ReloadOutcome::Swapped {
             from: from_identity,
             to,
@@ -352,6 +473,12 @@ impl Catalog {
                     .as_ref()
                     .map(|plugin| plugin.identity.clone()),
                 last_error: lock(&slot.last_error).clone(),
+                source: SourceStatus {
+                    source: lock(&slot.source).describe(),
+                    require_signature: slot.require_signature,
+                    origin: lock(&slot.origin).clone(),
+                    pending: lock(&slot.pending_source).clone(),
+                },
             })
             .collect()
     }
@@ -365,6 +492,7 @@ fn prepare(
     bytes: &[u8],
     sha256: String,
     admission: Arc<tokio::sync::Semaphore>,
+    provenance: Option<Arc<crate::source::Provenance>>,
 ) -> Result<LoadedPlugin, LoadError> {
     let name = slot.name.clone();
     let component = engine
@@ -438,6 +566,7 @@ fn prepare(
         name: name.as_str().into(),
         version: "unknown".into(),
         sha256: sha256.into(),
+        provenance,
     };
     Ok(LoadedPlugin::new(
         identity,

@@ -27,6 +27,14 @@ pub struct HostConfig {
     pub slots: BTreeMap<String, PluginConfig>,
     /// The egress gateway: defaults and secrets (`[plugins.egress]`).
     pub egress: EgressConfig,
+    /// Keys whose signatures make a candidate trusted (`[plugins.trust]`).
+    pub trust: crate::source::signature::TrustConfig,
+    /// Registries spoken to over plain HTTP (`insecure-registries`, `host:port`).
+    #[serde(rename = "insecure-registries")]
+    pub insecure_registries: Vec<String>,
+    /// Credentials per registry (`[plugins.registry-credentials."host:port"]`).
+    #[serde(rename = "registry-credentials")]
+    pub registry_credentials: BTreeMap<String, crate::source::RegistryCredentialConfig>,
 }
 
 impl Default for HostConfig {
@@ -38,6 +46,9 @@ impl Default for HostConfig {
             limits: RuntimeLimits::default(),
             slots: BTreeMap::new(),
             egress: EgressConfig::default(),
+            trust: Default::default(),
+            insecure_registries: Vec::new(),
+            registry_credentials: BTreeMap::new(),
         }
     }
 }
@@ -71,6 +82,15 @@ pub struct PluginConfig {
     /// an equal share of `limits.max-concurrent-instances` that leaves one share free.
     #[serde(rename = "max-concurrent-decisions")]
     pub max_concurrent_decisions: Option<u32>,
+    /// Where candidates come from (`source`): `"file"` (default) or `"oci://…"`.
+    pub source: Option<String>,
+    /// When a tag is resolved at the registry (`pull-policy`).
+    #[serde(rename = "pull-policy")]
+    pub pull_policy: Option<crate::source::PullPolicy>,
+    /// Refuse candidates without enough trusted signatures (`require-signature`; default: true
+    /// as soon as `[plugins.trust]` has a key).
+    #[serde(rename = "require-signature")]
+    pub require_signature: Option<bool>,
 }
 
 impl HostConfig {
@@ -101,6 +121,9 @@ impl HostConfig {
                 .max_concurrent_decisions
                 .unwrap_or_else(|| self.limits.default_slot_share(self.slot_names().len()))
                 .max(1),
+            source: config.source,
+            pull_policy: config.pull_policy,
+            require_signature: config.require_signature,
         })
     }
 
@@ -174,4 +197,10 @@ pub struct ResolvedSlot {
     pub replay_window: std::time::Duration,
     /// Most decisions of this slot running at once.
     pub max_concurrent: u32,
+    /// `source` as configured (see [`crate::source::SlotSource`]).
+    pub source: Option<String>,
+    /// `pull-policy` as configured.
+    pub pull_policy: Option<crate::source::PullPolicy>,
+    /// `require-signature` as configured.
+    pub require_signature: Option<bool>,
 }

@@ -80,6 +80,10 @@ pub struct PluginIdentity {
     pub version: Arc<str>,
     /// sha-256 of the component file, lower-case hex.
     pub sha256: Arc<str>,
+    /// Where it came from and which keys verified it; `None` for an unsigned file (no trust
+    /// keys configured), and then not serialised.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Arc<crate::source::Provenance>>,
 }
 
 /// A decision and where it came from.

@@ -148,4 +148,11 @@ pub enum LoadError {
     SmokeFailed { name: String, source: PluginError },
     #[error("plugin `{name}`: {message}")]
     Internal { name: String, message: String },
+    /// The candidate could not be fetched from its source, or its signatures were refused;
+    /// nothing was compiled.
+    #[error("plugin `{name}`: {source}")]
+    Distribution {
+        name: String,
+        source: crate::source::SourceError,
+    },
 }

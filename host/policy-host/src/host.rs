@@ -56,7 +56,7 @@ impl PolicyHost {
                 config.limits.max_concurrent_instances
             );
         }
-        let catalog = Arc::new(Catalog::new(Arc::new(engine), config));
+        let catalog = Arc::new(Catalog::new(Arc::new(engine), config)?);
         std::fs::create_dir_all(&config.dir).map_err(|error| {
             anyhow::anyhow!(
                 "cannot create plugin directory {}: {error}",

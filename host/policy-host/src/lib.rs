@@ -5,6 +5,8 @@
 //! - [`catalog::Catalog`] keeps one slot per configured plugin: the version serving, the one
 //!   before it (for rollback), and the last load error. Candidates are compiled and validated
 //!   off the hot path, then swapped atomically; in-flight decisions finish on the old version.
+//! - [`source`] fetches candidates from the plugin directory or an OCI registry and checks
+//!   their signatures before anything is compiled.
 //! - [`watcher`] turns file changes in the plugin directory into reloads.
 //! - [`PolicyHost`] is what callers use: one method per decision kind, returning the
 //!   decision together with the identity of the plugin that made it (or the fail policy that
@@ -28,6 +30,7 @@ pub mod kind;
 pub mod limits;
 pub mod loaded;
 pub mod password_policy;
+pub mod source;
 pub mod store_state;
 pub mod watcher;
 

@@ -49,7 +49,10 @@ pub fn watch(catalog: Arc<Catalog>) -> notify::Result<PluginDirWatcher> {
                 pending.insert(name);
             }
             for name in pending {
-                if catalog.slot(&name).is_some_and(|slot| slot.config.enabled) {
+                if catalog
+                    .slot(&name)
+                    .is_some_and(|slot| slot.config.enabled && slot.is_file_source())
+                {
                     // Errors are recorded in the slot and logged by `reload`.
                     let _ = catalog.reload(&name).await;
                 } else {
@@ -64,8 +67,12 @@ pub fn watch(catalog: Arc<Catalog>) -> notify::Result<PluginDirWatcher> {
     })
 }
 
-/// `<dir>/password-policy.wasm` → `password-policy`; anything else → `None`.
+/// `<dir>/password-policy.wasm` (or its signature file, `.wasm.minisig`) →
+/// `password-policy`; anything else → `None`.
 fn plugin_name(path: &Path) -> Option<String> {
+    if path.extension()? == "minisig" {
+        return plugin_name(&path.with_extension(""));
+    }
     if path.extension()? != "wasm" {
         return None;
     }

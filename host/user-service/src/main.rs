@@ -1,6 +1,10 @@
 //! `user-service [CONFIG.toml]`: runs the service. Without a file (and without
 //! `USER_SERVICE_CONFIG`), it runs on its embedded defaults: SQLite in `data/`, the bundled
 //! plugins in `data/plugins` (hot reload on), listening on 127.0.0.1:8080.
+//!
+//! `user-service plugin …` signs, verifies and pushes plugin components (see [`plugin_cli`]).
+
+mod plugin_cli;
 
 use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
@@ -8,6 +12,9 @@ use user_service::{ServiceConfig, config::LogFormat};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("plugin") {
+        return plugin_cli::run(std::env::args().skip(2).collect()).await;
+    }
     let path = std::env::args()
         .nth(1)
         .or_else(|| std::env::var("USER_SERVICE_CONFIG").ok())
