@@ -60,10 +60,10 @@ async fn serving(host: &PolicyHost) -> (String, String, Vec<String>) {
 
 fn signature_error(result: Result<ReloadOutcome, LoadError>) -> SignatureError {
     match result {
-        Err(LoadError::Distribution {
-            source: SourceError::Signature(error),
-            ..
-        }) => error,
+        Err(LoadError::Distribution { source, .. }) => match *source {
+            SourceError::Signature(error) => error,
+            other => panic!("expected a signature refusal, got {other:?}"),
+        },
         other => panic!("expected a signature refusal, got {other:?}"),
     }
 }

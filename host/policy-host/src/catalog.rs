@@ -146,7 +146,7 @@ impl Catalog {
     pub fn new(engine: Arc<PolicyEngine>, config: &HostConfig) -> Result<Self, LoadError> {
         let distribution = Distribution::new(config).map_err(|source| LoadError::Distribution {
             name: "*".to_owned(),
-            source,
+            source: Box::new(source),
         })?;
         let slots = config
             .slot_names()
@@ -161,7 +161,7 @@ impl Catalog {
                     )
                     .map_err(|source| LoadError::Distribution {
                         name: resolved.name.clone(),
-                        source,
+                        source: Box::new(source),
                     })?;
                 let slot = Slot {
                     source: Mutex::new(settings.source),
@@ -254,7 +254,7 @@ impl Catalog {
         }
         SlotSource::parse(source, pull_policy).map_err(|source| LoadError::Distribution {
             name: name.to_owned(),
-            source,
+            source: Box::new(source),
         })
     }
 

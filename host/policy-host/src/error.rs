@@ -153,6 +153,6 @@ pub enum LoadError {
     #[error("plugin `{name}`: {source}")]
     Distribution {
         name: String,
-        source: crate::source::SourceError,
+        source: Box<crate::source::SourceError>,
     },
 }

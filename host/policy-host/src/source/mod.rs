@@ -275,7 +275,7 @@ impl Distribution {
                 .await
                 .map_err(|error| crate::error::LoadError::Distribution {
                     name: name.to_owned(),
-                    source: error,
+                    source: Box::new(error),
                 }),
         }
     }
@@ -303,7 +303,7 @@ impl Distribution {
         let signature_path = signature_path(path);
         let distribution_error = |error: SourceError| crate::error::LoadError::Distribution {
             name: name.to_owned(),
-            source: error,
+            source: Box::new(error),
         };
         let signatures = match tokio::fs::read_to_string(&signature_path).await {
             Ok(text) => vec![text],

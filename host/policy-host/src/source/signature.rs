@@ -56,21 +56,27 @@ pub enum SignatureError {
     Unsigned {
         subject: String,
         looked_in: String,
-        report: KeyReport,
+        report: Box<KeyReport>,
     },
     /// A trusted key's signature is there but does not match these bytes: the component was
     /// changed after signing, or the signature belongs to other content.
     #[error("{subject}: the signature by trusted key(s) {} does not match the component's bytes (tampered, or signed for other content); {report}", list(&report.mismatched))]
-    Mismatch { subject: String, report: KeyReport },
+    Mismatch {
+        subject: String,
+        report: Box<KeyReport>,
+    },
     /// Every signature was made by a key this host does not trust.
     #[error("{subject} is signed only by key(s) this host does not trust (minisign key id {}); {report}", list(&report.untrusted))]
-    UntrustedKey { subject: String, report: KeyReport },
+    UntrustedKey {
+        subject: String,
+        report: Box<KeyReport>,
+    },
     /// Some trusted keys verified the candidate, fewer than the threshold.
     #[error("{subject} is verified by {} trusted key(s), {threshold} required; {report}", report.verified.len())]
     BelowThreshold {
         subject: String,
         threshold: usize,
-        report: KeyReport,
+        report: Box<KeyReport>,
     },
 }
 
@@ -256,6 +262,7 @@ impl TrustPolicy {
             return Ok(report.verified);
         }
         let subject = subject.to_owned();
+        let report = Box::new(report);
         Err(if !report.mismatched.is_empty() {
             SignatureError::Mismatch { subject, report }
         } else if parsed.is_empty() {
