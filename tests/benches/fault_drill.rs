@@ -162,7 +162,12 @@ fn summarise(mut samples: Vec<Duration>, total: Duration) -> Summary {
 /// Healthy throughput, then throughput under `fault` once the breaker has opened.
 async fn drill(fault: Fault, plan: &Plan) {
     let server = FaultServer::range_api(CORPUS).await;
-    let mut checker = Checker::start(server.base_url(fault), server.dns_servers(fault), fault.name()).await;
+    let mut checker = Checker::start(
+        server.base_url(fault),
+        server.dns_servers(fault),
+        fault.name(),
+    )
+    .await;
     // Where the fault is the destination itself, the healthy baseline is the same call to the
     // same server through a healthy destination.
     let healthy = if fault.clears() {
@@ -170,7 +175,8 @@ async fn drill(fault: Fault, plan: &Plan) {
             .measure(plan.warmup, plan.healthy_iterations, plan.phase_cap)
             .await
     } else {
-        let mut baseline = Checker::start(server.url(), server.dns_servers(fault), fault.name()).await;
+        let mut baseline =
+            Checker::start(server.url(), server.dns_servers(fault), fault.name()).await;
         baseline
             .measure(plan.warmup, plan.healthy_iterations, plan.phase_cap)
             .await

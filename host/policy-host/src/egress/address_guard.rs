@@ -124,13 +124,15 @@ pub async fn resolve_checked(
 ) -> Result<Vec<SocketAddr>, AddressError> {
     let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => resolver
-            .lookup(host, port)
-            .await
-            .map_err(|reason| AddressError::Unresolvable {
-                host: host.to_owned(),
-                reason,
-            })?,
+        Err(_) => {
+            resolver
+                .lookup(host, port)
+                .await
+                .map_err(|reason| AddressError::Unresolvable {
+                    host: host.to_owned(),
+                    reason,
+                })?
+        }
     };
     if addresses.is_empty() {
         return Err(AddressError::Unresolvable {
@@ -184,7 +186,11 @@ mod tests {
     #[tokio::test]
     async fn refuses_loopback_unless_allowed() {
         let system = NameResolver::System;
-        assert!(resolve_checked(&system, "127.0.0.1", 80, false).await.is_err());
+        assert!(
+            resolve_checked(&system, "127.0.0.1", 80, false)
+                .await
+                .is_err()
+        );
         assert!(
             resolve_checked(&system, "169.254.169.254", 80, false)
                 .await
@@ -193,9 +199,15 @@ mod tests {
                 .contains("link-local")
         );
         assert_eq!(
-            resolve_checked(&system, "127.0.0.1", 80, true).await.unwrap(),
+            resolve_checked(&system, "127.0.0.1", 80, true)
+                .await
+                .unwrap(),
             vec!["127.0.0.1:80".parse().unwrap()]
         );
-        assert!(resolve_checked(&system, "localhost", 80, false).await.is_err());
+        assert!(
+            resolve_checked(&system, "localhost", 80, false)
+                .await
+                .is_err()
+        );
     }
 }

@@ -26,7 +26,10 @@ struct Snapshot {
 impl Snapshot {
     fn new(values: BTreeMap<String, Arc<str>>, retired: BTreeMap<String, Arc<str>>) -> Self {
         let redactor = Arc::new(Redactor::new(
-            values.values().chain(retired.values()).map(|value| &**value),
+            values
+                .values()
+                .chain(retired.values())
+                .map(|value| &**value),
         ));
         Self {
             values,
@@ -270,7 +273,10 @@ mod tests {
         assert!(store.refresh().is_empty(), "unchanged");
 
         std::fs::write(&path, "").unwrap();
-        assert!(store.refresh().is_empty(), "a file being rewritten is not used");
+        assert!(
+            store.refresh().is_empty(),
+            "a file being rewritten is not used"
+        );
         assert_eq!(store.value("key").as_deref(), Some("first-value"));
 
         std::fs::write(&path, "second-value").unwrap();
