@@ -269,14 +269,14 @@ mod properties {
         let mut out = Vec::with_capacity(bytes.len());
         let mut at = 0;
         while at < bytes.len() {
-            if bytes[at] == b'%' {
-                if let Some(value) = bytes.get(at + 1..at + 3).and_then(hex_value) {
-                    if decode(value) {
-                        out.push(value);
-                        at += 3;
-                        continue;
-                    }
-                }
+            let escaped = (bytes[at] == b'%')
+                .then(|| bytes.get(at + 1..at + 3).and_then(hex_value))
+                .flatten()
+                .filter(|value| decode(*value));
+            if let Some(value) = escaped {
+                out.push(value);
+                at += 3;
+                continue;
             }
             out.push(bytes[at]);
             at += 1;
