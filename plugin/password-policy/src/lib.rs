@@ -9,6 +9,7 @@ pub mod normalize;
 pub mod patterns;
 pub mod rules;
 pub mod settings;
+pub mod words;
 
 #[cfg(target_arch = "wasm32")]
 mod component;

@@ -53,15 +53,43 @@ pub fn variants(key: &str) -> Vec<String> {
     out
 }
 
-fn is_separator(c: char) -> bool {
+/// Characters that separate the words of a passphrase, a name or an email address's parts.
+pub fn is_separator(c: char) -> bool {
     c.is_whitespace() || matches!(c, '.' | '-' | '_')
 }
 
 fn is_leet(c: char) -> bool {
-    matches!(
-        c,
-        '0' | '1' | '3' | '4' | '@' | '5' | '$' | '7' | '+' | '8' | '9' | '!' | '|'
-    )
+    c == '1' || leet_letter(c).is_some()
+}
+
+/// The letter a leetspeak character stands for. `1` is left out: it is ambiguous (`i` or
+/// `l`), so each caller decides what it becomes.
+fn leet_letter(c: char) -> Option<char> {
+    Some(match c {
+        '0' => 'o',
+        '3' => 'e',
+        '4' | '@' => 'a',
+        '5' | '$' => 's',
+        '7' | '+' => 't',
+        '8' => 'b',
+        '9' => 'g',
+        '!' | '|' => 'i',
+        _ => return None,
+    })
+}
+
+/// The folded form in which context words and blocked words are compared with a password
+/// (both sides folded alike): separators dropped, leetspeak undone, and `1`, `i`, `l`, `!` and
+/// `|` all made `i` so that either reading of `1` matches. `m4r14.g0nz4l3z@3x4mpl3.0rg` and
+/// `maria.gonzalez@example.org` fold to the same text. `text` is already keyed.
+pub fn fold(text: &str) -> String {
+    text.chars()
+        .filter(|c| !is_separator(*c))
+        .map(|c| match c {
+            '1' | 'l' => 'i',
+            other => leet_letter(other).unwrap_or(other),
+        })
+        .collect()
 }
 
 /// `password2024!` → `password`. Leaves the text alone when nothing else would remain.
@@ -74,25 +102,15 @@ fn strip_trailing_digits_and_symbols(text: &str) -> &str {
 
 /// Drops spaces, dots, dashes and underscores: `john.smith` and `john smith` → `johnsmith`.
 fn remove_separators(text: &str) -> String {
-    text.chars()
-        .filter(|c| !c.is_whitespace() && !matches!(c, '.' | '-' | '_'))
-        .collect()
+    text.chars().filter(|c| !is_separator(*c)).collect()
 }
 
 /// Undoes common character substitutions. `1` is ambiguous, so the caller picks `i` or `l`.
 fn unleet(text: &str, one_as: char) -> String {
     text.chars()
         .map(|c| match c {
-            '0' => 'o',
             '1' => one_as,
-            '3' => 'e',
-            '4' | '@' => 'a',
-            '5' | '$' => 's',
-            '7' | '+' => 't',
-            '8' => 'b',
-            '9' => 'g',
-            '!' | '|' => 'i',
-            other => other,
+            other => leet_letter(other).unwrap_or(other),
         })
         .collect()
 }
@@ -115,5 +133,17 @@ mod tests {
         assert!(variants("john.smith").contains(&"johnsmith".to_owned()));
         assert!(variants("1234").contains(&"1234".to_owned()));
         assert!(variants("wile e. coyote 2024").contains(&"wileecoyote".to_owned()));
+    }
+
+    #[test]
+    fn folding_sees_through_leet_separators_and_the_reading_of_one() {
+        assert_eq!(
+            fold("m4r14.g0nz4l3z@3x4mpl3.0rg"),
+            fold("maria.gonzalez@example.org")
+        );
+        assert_eq!(fold("john smith"), fold("j0hn_sm1th"));
+        assert_eq!(fold("1ila"), "iiia");
+        assert_eq!(fold("grüße"), "grüße");
+        assert_ne!(fold("maria"), fold("marta"));
     }
 }

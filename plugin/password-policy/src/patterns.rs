@@ -32,6 +32,24 @@ pub fn is_repetitive(key: &str) -> bool {
     })
 }
 
+/// The units `key` is made of when it is one unit written two or more times in a row, shortest
+/// first: `passwordpassword` → `password`; `blahblahblahblah` → `blah`, `blahblah`. Empty for
+/// anything else. Whether such a repetition matters depends on the unit (see `rules`): a
+/// common password or the user's own name written twice is no harder to guess than once.
+pub fn repeated_units(key: &str) -> impl Iterator<Item = &str> {
+    let bytes = key.as_bytes();
+    let len = bytes.len();
+    (1..=len / 2)
+        .filter(move |period| len.is_multiple_of(*period) && has_period(bytes, *period))
+        .filter_map(move |period| key.get(..period))
+}
+
+/// True when every byte equals the one `period` bytes before it. (A UTF-8 text with a byte
+/// period is the repetition of a prefix that ends on a character boundary.)
+fn has_period(bytes: &[u8], period: usize) -> bool {
+    bytes.get(period..) == bytes.get(..bytes.len() - period)
+}
+
 /// True when the whole password walks a sequence: consecutive code points up or down
 /// (`abcdefgh`, `87654321`), or neighbouring keys along a keyboard row (`qwertyuiop`,
 /// `1234567890123`, with the digit row wrapping around).
@@ -81,6 +99,21 @@ mod tests {
         assert!(is_repetitive("horsehorsehorse"));
         assert!(!is_repetitive("correct horse battery"));
         assert!(!is_repetitive("horsehorse-staple"));
+    }
+
+    #[test]
+    fn repeated_units_are_every_unit_written_twice_or_more() {
+        fn units(key: &str) -> Vec<&str> {
+            repeated_units(key).collect()
+        }
+        assert_eq!(units("passwordpassword"), ["password"]);
+        assert_eq!(units("blahblahblahblah"), ["blah", "blahblah"]);
+        assert_eq!(units("aaaa"), ["a", "aa"]);
+        assert_eq!(units("grüßegrüße"), ["grüße"]);
+        assert!(units("passwordpasswor").is_empty());
+        assert!(units("correct horse battery staple").is_empty());
+        assert!(units("x").is_empty());
+        assert!(units("").is_empty());
     }
 
     #[test]

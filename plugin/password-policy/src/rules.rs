@@ -1,6 +1,6 @@
 //! The rules themselves: one pure function from a password and its context to a decision.
 
-use crate::{blocklist, normalize, patterns, settings::PolicySettings};
+use crate::{blocklist, normalize, patterns, settings::PolicySettings, words::FoldedWords};
 
 /// The verdict of a policy decision (mirrors the WIT `verdict`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,22 +112,16 @@ pub fn evaluate(input: PasswordInput<'_>, settings: &PolicySettings) -> Evaluati
             message: "This is one of the most commonly used passwords, so it is among the first an attacker tries; choose something less predictable.".to_owned(),
         });
     }
-    if matches_any(
-        &variants,
-        context_keys(input.context_words, settings.service_name.as_deref()),
-    ) {
+    let folded = folded_variants(&variants);
+    let context = FoldedWords::context(input.context_words, settings.service_name.as_deref());
+    let blocked = FoldedWords::blocked(&settings.blocked_words);
+    if context.matches_any(&folded) {
         findings.push(Finding {
             code: codes::CONTEXT_WORD,
             message: "Don't use your email address, name, username or the name of this service as your password.".to_owned(),
         });
     }
-    if matches_any(
-        &variants,
-        settings
-            .blocked_words
-            .iter()
-            .map(|word| normalize::comparison_key(word)),
-    ) {
+    if blocked.matches_any(&folded) {
         findings.push(Finding {
             code: codes::BLOCKED_WORD,
             message:
@@ -139,6 +133,11 @@ pub fn evaluate(input: PasswordInput<'_>, settings: &PolicySettings) -> Evaluati
         findings.push(Finding {
             code: codes::REPETITIVE,
             message: "Avoid repeating the same characters or group of characters.".to_owned(),
+        });
+    } else if repeats_a_listed_word(&variants, &context, &blocked) {
+        findings.push(Finding {
+            code: codes::REPETITIVE,
+            message: "A common password, or your own name or email, written twice or more is no harder to guess than written once; choose something else.".to_owned(),
         });
     } else if patterns::is_sequential(&key) {
         findings.push(Finding {
@@ -161,45 +160,37 @@ pub fn evaluate(input: PasswordInput<'_>, settings: &PolicySettings) -> Evaluati
     }
 }
 
-/// True when a password variant equals any of the (already keyed) words, as given or with
-/// its separators removed (`john smith` → `johnsmith`). Words shorter than 3 characters are
-/// ignored: they can't be a whole acceptable-length password anyway.
-fn matches_any(variants: &[String], words: impl Iterator<Item = String>) -> bool {
-    words.filter(|word| word.chars().count() >= 3).any(|word| {
-        variants.contains(&word) || {
-            let joined: String = word
-                .chars()
-                .filter(|c| !c.is_whitespace() && !matches!(c, '.' | '-' | '_'))
-                .collect();
-            joined != word && variants.contains(&joined)
+/// The [`normalize::fold`]ed forms of the password's variants, deduplicated: what context
+/// and blocked words are compared with.
+fn folded_variants(variants: &[String]) -> Vec<String> {
+    let mut folded: Vec<String> = Vec::with_capacity(variants.len());
+    for variant in variants {
+        let candidate = normalize::fold(variant);
+        if !folded.contains(&candidate) {
+            folded.push(candidate);
         }
-    })
+    }
+    folded
 }
 
-/// The comparison keys of the context words: each word as given, an email's local part and
-/// domain name, each part of a multi-word name, and the service name.
-fn context_keys<'a>(
-    words: &'a [String],
-    service: Option<&'a str>,
-) -> impl Iterator<Item = String> + 'a {
-    words
+/// True when a variant of the password is one unit written two or more times in a row and
+/// that unit is a common password, a context word or a blocked word (`passwordpassword`,
+/// `p@ssw0rd p@ssw0rd`, `mariamaria`). Three or more of any short unit are caught by
+/// [`patterns::is_repetitive`] whatever the unit; twice only counts for a listed word, so a
+/// passphrase that happens to repeat an ordinary word is not refused.
+fn repeats_a_listed_word(
+    variants: &[String],
+    context: &FoldedWords,
+    blocked: &FoldedWords,
+) -> bool {
+    variants
         .iter()
-        .map(String::as_str)
-        .chain(service)
-        .flat_map(|word| {
-            let key = normalize::comparison_key(word);
-            let mut keys = vec![key.clone()];
-            if let Some((local, domain)) = key.split_once('@') {
-                keys.push(local.to_owned());
-                if let Some(name) = domain.split('.').next() {
-                    keys.push(name.to_owned());
-                }
+        .flat_map(|variant| patterns::repeated_units(variant))
+        .any(|unit| {
+            blocklist::is_common_password(unit) || {
+                let folded = normalize::fold(unit);
+                context.contains(&folded) || blocked.contains(&folded)
             }
-            keys.extend(
-                key.split(|c: char| c.is_whitespace() || matches!(c, '.' | '-' | '_' | '@'))
-                    .map(str::to_owned),
-            );
-            keys
         })
 }
 
@@ -267,6 +258,118 @@ mod tests {
     }
 
     #[test]
+    fn the_whole_email_address_is_refused_in_leetspeak_and_full_width() {
+        let context = ["maria.gonzalez@example.org", "Maria Gonzalez"];
+        for candidate in [
+            "m4r14.g0nz4l3z@3x4mpl3.0rg",
+            "M4R14.G0NZ4L3Z@3X4MPL3.0RG!",
+            "m4r14-g0nz4l3z@ex4mple.org2024",
+            "maria_gonzalez.example.org",
+            "ｍ４ｒ１４．ｇ０ｎｚ４ｌ３ｚ＠３ｘ４ｍｐｌ３．０ｒｇ",
+            "ｍａｒｉａ．ｇｏｎｚａｌｅｚ＠ｅｘａｍｐｌｅ．ｏｒｇ",
+        ] {
+            assert_eq!(
+                codes_for(candidate, &context),
+                vec![codes::CONTEXT_WORD],
+                "{candidate}"
+            );
+        }
+        // The pieces: the local part, the domain, a domain label (short ones are also too short).
+        assert!(codes_for("m4r14g0nz4l3z", &context).contains(&codes::CONTEXT_WORD));
+        assert!(codes_for("3x4mpl3.0rg", &context).contains(&codes::CONTEXT_WORD));
+        assert!(codes_for("Ex4mple2024", &context).contains(&codes::CONTEXT_WORD));
+        // A tagged address is refused without its tag too.
+        let tagged = ["maria.gonzalez+shop@example.org"];
+        assert_eq!(
+            codes_for("m4r14.g0nz4l3z2024", &tagged),
+            vec![codes::CONTEXT_WORD]
+        );
+        // The same letters in another order, or a sentence that only mentions the name, pass.
+        assert!(codes_for("gonzalez.maria@example.org", &context).is_empty());
+        assert!(codes_for("maria likes example sentences", &context).is_empty());
+    }
+
+    #[test]
+    fn a_common_or_context_word_written_twice_is_repetitive() {
+        let context = ["maria.gonzalez@example.org", "Maria Gonzalez"];
+        for candidate in [
+            "passwordpassword",
+            "PasswordPassword",
+            "p@ssw0rd p@ssw0rd",
+            "iloveyouiloveyou!",
+            "ｐａｓｓｗｏｒｄｐａｓｓｗｏｒｄ",
+            "ｑｗｅｒｔｙｕｉｏｐｑｗｅｒｔｙｕｉｏｐ",
+            "gonzalezgonzalez",
+            "G0nz4l3zG0nz4l3z",
+            "ｇｏｎｚａｌｅｚｇｏｎｚａｌｅｚ",
+            "maria.gonzalezmaria.gonzalez",
+        ] {
+            assert_eq!(
+                codes_for(candidate, &context),
+                vec![codes::REPETITIVE],
+                "{candidate}"
+            );
+        }
+        // Three times was already repetitive, and stays a single finding.
+        assert_eq!(
+            codes_for("passwordpasswordpassword", &[]),
+            vec![codes::REPETITIVE]
+        );
+        // Short with a second factor: the repetition is still named.
+        let input = PasswordInput {
+            password: "mariamaria",
+            has_mfa: true,
+            context_words: &["Maria Gonzalez".to_owned()],
+        };
+        let outcome = evaluate(input, &PolicySettings::default());
+        let codes: Vec<_> = outcome.findings.iter().map(|f| f.code).collect();
+        assert_eq!(codes, vec![codes::REPETITIVE]);
+    }
+
+    #[test]
+    fn a_blocked_word_written_twice_is_repetitive() {
+        let settings = PolicySettings {
+            blocked_words: vec!["Widget Co".to_owned()],
+            ..PolicySettings::default()
+        };
+        let input = |password| PasswordInput {
+            password,
+            has_mfa: false,
+            context_words: &[],
+        };
+        let codes = |password| -> Vec<&'static str> {
+            evaluate(input(password), &settings)
+                .findings
+                .iter()
+                .map(|f| f.code)
+                .collect()
+        };
+        assert_eq!(codes("w1dg3t-c0 w1dg3t-c0"), vec![codes::REPETITIVE]);
+        assert_eq!(
+            codes("W1DG3T_C0"),
+            vec![codes::TOO_SHORT, codes::BLOCKED_WORD]
+        );
+    }
+
+    #[test]
+    fn passphrases_that_merely_share_words_are_allowed() {
+        let context = ["maria.gonzalez@example.org", "Maria Gonzalez"];
+        for candidate in [
+            "correct horse battery staple",
+            "the quiet harbour keeps its lanterns lit for every late sailor!!",
+            "password is not my password",
+            "maria sings in the morning",
+            "horse staple horse battery",
+        ] {
+            assert!(
+                codes_for(candidate, &context).is_empty(),
+                "{candidate}: {:?}",
+                codes_for(candidate, &context)
+            );
+        }
+    }
+
+    #[test]
     fn patterns_are_refused() {
         assert_eq!(codes_for("aaaaaaaaaaaaaaaa", &[]), vec![codes::REPETITIVE]);
         assert_eq!(codes_for("abcdefghijklmnopq", &[]), vec![codes::SEQUENTIAL]);
@@ -295,6 +398,53 @@ mod tests {
         assert_eq!(
             codes_for(&format!("{passphrase}x"), &[]),
             vec![codes::TOO_LONG]
+        );
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// `cargo test --release -p password-policy -- --ignored --nocapture evaluate_timing`:
+    /// the median of one decision over the seven inputs of the `decisions` bench.
+    #[test]
+    #[ignore = "a timing measurement, not a check"]
+    fn evaluate_timing() {
+        let context = vec![
+            "maria.gonzalez@example.org".to_owned(),
+            "Maria Gonzalez".to_owned(),
+        ];
+        let inputs = [
+            "correct horse battery staple",
+            "password1234567",
+            "Grüße aus München, lieber Freund",
+            "ｐａｓｓｗｏｒｄ１２３４５６７",
+            "MariaGonzalez2024",
+            "abcdefghijklmnopq",
+            "the quiet harbour keeps its lanterns lit for every late sailor!!",
+        ];
+        let settings = PolicySettings::default();
+        let mut samples: Vec<Duration> = (0..70_000)
+            .map(|i| {
+                let started = Instant::now();
+                std::hint::black_box(evaluate(
+                    PasswordInput {
+                        password: inputs[i % inputs.len()],
+                        has_mfa: false,
+                        context_words: &context,
+                    },
+                    &settings,
+                ));
+                started.elapsed()
+            })
+            .collect();
+        samples.sort_unstable();
+        println!(
+            "evaluate: median {:?}, p99 {:?}",
+            samples[samples.len() / 2],
+            samples[samples.len() * 99 / 100]
         );
     }
 }
