@@ -11,6 +11,7 @@ pub mod hibp;
 pub mod internal_services;
 pub mod log_capture;
 pub mod postgres;
+pub mod registry;
 pub mod service;
 pub mod upstream;
 

@@ -12,6 +12,7 @@ fn user(email: &str) -> User {
     User {
         id: random_id().unwrap(),
         email: email.to_owned(),
+        email_display: email.to_owned(),
         display_name: Some("Test User".to_owned()),
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
             .to_owned(),

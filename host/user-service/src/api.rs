@@ -2,21 +2,26 @@
 
 use crate::{
     app::AppState,
+    client_address::throttle_key,
+    email::{self, Email},
     flows::{self, check_new_password, require_captcha, weak_password},
     passwords,
     problem::Problem,
     store::{OutboxEvent, User, now, random_id},
+    throttle::{Attempt, Decision},
 };
 use axum::{
     Json,
-    extract::{ConnectInfo, FromRequest, Path, Request, State, rejection::JsonRejection},
-    http::{HeaderMap, StatusCode, header},
+    extract::{
+        ConnectInfo, FromRequest, FromRequestParts, Path, Request, State, rejection::JsonRejection,
+    },
+    http::{HeaderMap, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// `Json<T>` whose rejections are problem documents (malformed JSON, wrong content type,
 /// oversized body), never axum's plain-text defaults.
@@ -53,32 +58,39 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// Lower-cases and checks an email address: one `@`, a non-empty local part, a dotted domain,
-/// no spaces or control characters, at most 254 bytes.
-pub fn normalize_email(email: &str) -> Result<String, Problem> {
-    let email = email.trim().to_lowercase();
-    let valid = email.len() <= 254
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && matches!(email.split_once('@'), Some((local, domain)) if !local.is_empty() && local.len() <= 64 && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.') && !domain.contains('@'));
-    if valid {
-        Ok(email)
-    } else {
-        Err(Problem::bad_request(
+/// Canonicalises an email address (see [`crate::email`]); `400 invalid-email` when refused.
+pub fn canonical_email(typed: &str) -> Result<Email, Problem> {
+    email::canonicalize(typed).map_err(|error| {
+        Problem::bad_request(
             "invalid-email",
-            "The email address is not valid.",
-        ))
-    }
+            format!("The email address is not valid: {error}."),
+        )
+    })
 }
 
-fn client_ip(headers: &HeaderMap, peer: SocketAddr) -> String {
-    // Behind a trusted proxy the first X-Forwarded-For hop is the client.
-    headers
-        .get("x-forwarded-for")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(',').next())
-        .map(|value| value.trim().to_owned())
-        .filter(|value| !value.is_empty())
-        .unwrap_or_else(|| peer.ip().to_string())
+/// The client's address: the peer, or what trusted proxies say (see
+/// [`crate::client_address`]).
+pub struct ClientAddress(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |info| info.0);
+        Ok(Self(
+            state
+                .config
+                .http
+                .trusted_proxies
+                .client_address(&parts.headers, peer),
+        ))
+    }
 }
 
 /// Who asked for a state change, recorded in its event (`data.request`).
@@ -88,13 +100,14 @@ pub struct RequestMetadata {
     request_id: Option<String>,
 }
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestMetadata {
+impl FromRequestParts<AppState> for RequestMetadata {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _state: &S,
+        parts: &mut Parts,
+        state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let Ok(ClientAddress(client)) = ClientAddress::from_request_parts(parts, state).await;
         let header = |name: &str| {
             parts
                 .headers
@@ -102,12 +115,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestMetadata {
                 .and_then(|value| value.to_str().ok())
                 .map(|value| value.chars().take(256).collect::<String>())
         };
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |info| info.0);
         Ok(Self {
-            client_ip: client_ip(&parts.headers, peer),
+            client_ip: client.to_string(),
             user_agent: header("user-agent"),
             request_id: header("x-request-id"),
         })
@@ -140,6 +149,12 @@ fn event(
     })
 }
 
+/// Longest display name accepted, in bytes.
+pub const MAX_DISPLAY_NAME_BYTES: usize = 200;
+
+/// Longest reset token looked up, in bytes (real ones are 64 hex digits).
+pub const MAX_RESET_TOKEN_BYTES: usize = 256;
+
 fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.trim().as_bytes()))
 }
@@ -164,12 +179,14 @@ pub struct RegisterRequest {
 /// `POST /v1/users`
 pub async fn register(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    ClientAddress(client): ClientAddress,
     metadata: RequestMetadata,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> Result<Response, Problem> {
-    let email = normalize_email(&body.email)?;
+    let Email {
+        canonical: email,
+        display: email_display,
+    } = canonical_email(&body.email)?;
     let tenant = body.tenant.as_deref().unwrap_or("default");
     if let Err(allowed) = state.security.check_email_domain(tenant, &email) {
         return Err(Problem::new(
@@ -183,7 +200,10 @@ pub async fn register(
         .display_name
         .map(|name| name.trim().to_owned())
         .filter(|name| !name.is_empty());
-    if display_name.as_ref().is_some_and(|name| name.len() > 200) {
+    if display_name
+        .as_ref()
+        .is_some_and(|name| name.len() > MAX_DISPLAY_NAME_BYTES)
+    {
         return Err(Problem::bad_request(
             "invalid-display-name",
             "The display name is longer than 200 bytes.",
@@ -195,7 +215,7 @@ pub async fn register(
             &state.config.flows,
             body.captcha_token.as_deref(),
             "register",
-            Some(client_ip(&headers, peer)),
+            Some(client.to_string()),
         )
         .await?;
     }
@@ -217,6 +237,7 @@ pub async fn register(
     let user = User {
         id: id.clone(),
         email: email.clone(),
+        email_display: email_display.clone(),
         display_name: display_name.clone(),
         password_hash,
         failed_logins: 0,
@@ -237,7 +258,7 @@ pub async fn register(
     }
     state.outbox_waker.notify_one();
     metrics::counter!("users_registered_total").increment(1);
-    let body = json!({ "id": id, "email": email, "display_name": display_name, "warnings": report.warnings });
+    let body = json!({ "id": id, "email": email, "email_display": email_display, "display_name": display_name, "warnings": report.warnings });
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/v1/users/{id}"))],
@@ -254,56 +275,78 @@ pub struct LoginRequest {
     captcha_token: Option<String>,
 }
 
+/// Counts a password attempt on the account `email` from `client` and applies the throttle's
+/// decision (see [`crate::throttle`]): `Ok` with the counted attempt when the password may be
+/// checked; the refusal otherwise (the attempt is then taken back).
+async fn throttled_attempt(
+    state: &AppState,
+    email: &str,
+    client: IpAddr,
+    captcha_token: Option<&str>,
+    action: &str,
+) -> Result<Attempt, Problem> {
+    let attempt = state.throttle.begin(email, &throttle_key(client)).await?;
+    let refusal = match state.throttle.decide(&attempt) {
+        Decision::Evaluate => None,
+        Decision::CaptchaRequired => require_captcha(
+            &state.host,
+            &state.config.flows,
+            captcha_token,
+            action,
+            Some(client.to_string()),
+        )
+        .await
+        .err(),
+        Decision::Locked => Some(
+            Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "account-locked",
+                "Too many failed attempts",
+            )
+            .detail("Reset your password to unlock the account."),
+        ),
+    };
+    match refusal {
+        None => Ok(attempt),
+        Some(problem) => {
+            state.throttle.not_evaluated(&attempt).await?;
+            metrics::counter!("logins_total", "outcome" => "throttled").increment(1);
+            Err(problem)
+        }
+    }
+}
+
 /// `POST /v1/sessions`
 pub async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    ClientAddress(client): ClientAddress,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Response, Problem> {
     let flows = &state.config.flows;
-    let ip = client_ip(&headers, peer);
-    let email = normalize_email(&body.email)?;
+    let email = canonical_email(&body.email)?.canonical;
     if body.password.len() > flows::MAX_PASSWORD_BYTES {
         return Err(invalid_credentials());
     }
-    let user = state.store.user_by_email(&email).await?;
-    let account_failures = user.as_ref().map_or(0, |user| user.failed_logins);
-    if user.is_some() && account_failures >= i64::from(flows.lock_after_failures) {
-        return Err(Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "account-locked",
-            "Too many failed attempts",
-        )
-        .detail("Reset your password to unlock the account."));
-    }
-    let client_failures = state.client_failures.get(&ip).unwrap_or(0);
-    let threshold = i64::from(flows.captcha_after_failures);
-    if account_failures >= threshold || client_failures >= threshold {
-        require_captcha(
-            &state.host,
-            flows,
-            body.captcha_token.as_deref(),
-            "login",
-            Some(ip.clone()),
-        )
-        .await?;
-    }
+    let attempt = throttled_attempt(
+        &state,
+        &email,
+        client,
+        body.captcha_token.as_deref(),
+        "login",
+    )
+    .await?;
     let matches = passwords::verify(
         body.password.clone(),
-        user.as_ref().map(|user| user.password_hash.clone()),
+        attempt.user.as_ref().map(|user| user.password_hash.clone()),
     )
     .await
     .map_err(Problem::internal)?;
-    let Some(user) = user.filter(|_| matches) else {
-        state.client_failures.insert(ip, client_failures + 1);
-        if let Some(user) = state.store.user_by_email(&email).await? {
-            state.store.record_failed_login(&user.id).await?;
-        }
+    let Some(user) = attempt.user.as_ref().filter(|_| matches) else {
+        // Already counted, before the check.
         metrics::counter!("logins_total", "outcome" => "failed").increment(1);
         return Err(invalid_credentials());
     };
-    state.client_failures.invalidate(&ip);
+    state.throttle.succeeded(&attempt).await?;
     // The password was just proven: check it against the breach corpus now.
     let breached = if flows.breach_check.is_empty() {
         false
@@ -365,28 +408,43 @@ pub struct ChangeRequest {
     email: String,
     current_password: String,
     new_password: String,
+    /// Required, like a login's, once the account or client has too many failures.
+    captcha_token: Option<String>,
 }
 
-/// `POST /v1/password/change`
+/// `POST /v1/password/change`: proving the current password is a login attempt, throttled
+/// and counted like one.
 pub async fn change_password(
     State(state): State<AppState>,
+    ClientAddress(client): ClientAddress,
     metadata: RequestMetadata,
     ApiJson(body): ApiJson<ChangeRequest>,
 ) -> Result<Response, Problem> {
-    let email = normalize_email(&body.email)?;
-    let user = state.store.user_by_email(&email).await?;
-    let matches = body.current_password.len() <= flows::MAX_PASSWORD_BYTES
-        && passwords::verify(
-            body.current_password,
-            user.as_ref().map(|user| user.password_hash.clone()),
-        )
-        .await
-        .map_err(Problem::internal)?;
-    let Some(user) = user.filter(|_| matches) else {
+    let email = canonical_email(&body.email)?.canonical;
+    if body.current_password.len() > flows::MAX_PASSWORD_BYTES {
+        return Err(invalid_credentials());
+    }
+    let attempt = throttled_attempt(
+        &state,
+        &email,
+        client,
+        body.captcha_token.as_deref(),
+        "login",
+    )
+    .await?;
+    let matches = passwords::verify(
+        body.current_password,
+        attempt.user.as_ref().map(|user| user.password_hash.clone()),
+    )
+    .await
+    .map_err(Problem::internal)?;
+    let Some(user) = attempt.user.as_ref().filter(|_| matches) else {
         return Err(invalid_credentials());
     };
+    state.throttle.succeeded(&attempt).await?;
     let (hash, changed) =
-        accept_new_password(&state, &user, body.new_password, "change", &metadata).await?;
+        accept_new_password(&state, user, body.new_password, "change", &metadata).await?;
+    // Clears the failure count too.
     state
         .store
         .set_password(&user.id, &hash, None, &changed)
@@ -405,19 +463,18 @@ pub struct ResetRequest {
 /// `POST /v1/password/reset-requests`: always 202, whether or not the account exists.
 pub async fn request_reset(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    ClientAddress(client): ClientAddress,
     metadata: RequestMetadata,
     ApiJson(body): ApiJson<ResetRequest>,
 ) -> Result<Response, Problem> {
-    let email = normalize_email(&body.email)?;
+    let email = canonical_email(&body.email)?.canonical;
     if state.config.flows.captcha_on_register {
         require_captcha(
             &state.host,
             &state.config.flows,
             body.captcha_token.as_deref(),
             "password_reset",
-            Some(client_ip(&headers, peer)),
+            Some(client.to_string()),
         )
         .await?;
     }
@@ -468,7 +525,7 @@ pub async fn complete_reset(
             "The reset link is invalid, expired or already used; request a new one.",
         )
     };
-    if body.token.len() > 256 {
+    if body.token.len() > MAX_RESET_TOKEN_BYTES {
         return Err(invalid());
     }
     let hash = token_hash(&body.token);
@@ -529,27 +586,35 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /readyz`: the database answers and the password policy is loaded.
+/// `GET /readyz`: the database answers, the password policy is loaded, and so is every slot
+/// with a registry source (`missing` names the slots that are not).
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let database = state.store.ping().await;
     let policy = &state.config.flows.password_policy;
-    let plugins = policy.is_empty()
-        || state
+    let mut missing = state.host.catalog().missing_sources();
+    if !policy.is_empty()
+        && !missing.contains(policy)
+        && state
             .host
             .catalog()
             .slot(policy)
             .and_then(|slot| slot.current())
-            .is_some();
+            .is_none()
+    {
+        missing.push(policy.clone());
+    }
+    let plugins = missing.is_empty();
     let status = if database && plugins {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(json!({ "database": database, "plugins": plugins })),
-    )
-        .into_response()
+    let mut body = json!({ "database": database, "plugins": plugins });
+    // Named only when something is missing, so a ready answer is unchanged.
+    if !missing.is_empty() {
+        body["missing"] = json!(missing);
+    }
+    (status, Json(body)).into_response()
 }
 
 /// `GET /metrics`: Prometheus text format.
@@ -622,6 +687,12 @@ pub async fn list_plugins(
                 "decisions_served": slot.current.as_ref().map(|current| current.decisions_served),
                 "previous_version": slot.previous.as_ref().map(|previous| previous.version.to_string()),
                 "last_error": slot.last_error,
+                "source": slot.source.source,
+                "require_signature": slot.source.require_signature,
+                "pending_source": slot.source.pending,
+                "origin": slot.source.origin,
+                "digest": slot.current.as_ref().and_then(|current| current.identity.provenance.as_ref()).map(|provenance| provenance.digest.clone()),
+                "verified_by": slot.current.as_ref().and_then(|current| current.identity.provenance.as_ref()).map(|provenance| provenance.verified_by.clone()),
             })
         })
         .collect();

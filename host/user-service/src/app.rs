@@ -1,13 +1,17 @@
 //! Wiring: state, router, middleware, and start-up (database, bundled plugins, policy host).
 
 use crate::{
-    admin_outbound, api,
+    admin_outbound, admin_plugin_source, api,
     config::ServiceConfig,
     openapi,
     outbound::{InternalClient, discovery::Discovery, token::TokenSource},
     outbox::Relay,
+    problem,
+    request_limits::HeaderLimits,
     security_policy::{PolicySlots, SecurityPolicyService},
+    server,
     store::Store,
+    throttle::LoginThrottle,
 };
 use axum::{
     Router,
@@ -20,9 +24,10 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use policy_host::{PolicyHost, egress::EgressGateway};
 use std::{
     sync::{Arc, OnceLock},
-    time::{Duration, Instant},
+    time::Instant,
 };
 use tokio::{sync::Notify, task::JoinHandle};
+use tower_http::catch_panic::CatchPanicLayer;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -30,8 +35,8 @@ pub struct AppState {
     pub config: Arc<ServiceConfig>,
     pub host: Arc<PolicyHost>,
     pub store: Store,
-    /// Failed logins per client address, forgotten after an hour without failures.
-    pub client_failures: moka::sync::Cache<String, i64>,
+    /// Login throttles, counted in the database (shared by every replica).
+    pub throttle: LoginThrottle,
     pub metrics: PrometheusHandle,
     /// Calls to internal services (Notification, Configuration) by logical name.
     pub internal: Arc<InternalClient>,
@@ -135,13 +140,10 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<AppState> {
     }
     tasks.extend(security.refresh_task());
     Ok(AppState {
+        throttle: LoginThrottle::new(store.clone(), &config.flows),
         config: Arc::new(config),
         host: Arc::new(host),
         store,
-        client_failures: moka::sync::Cache::builder()
-            .max_capacity(1_000_000)
-            .time_to_idle(Duration::from_secs(3600))
-            .build(),
         metrics: metrics_handle(),
         internal,
         security,
@@ -150,9 +152,14 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<AppState> {
     })
 }
 
-/// The router with every route, the body limit and request metrics.
+/// The router with every route, the body and header limits, problem documents for every
+/// error response, and request metrics.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
+    let header_limits = HeaderLimits {
+        max_headers: state.config.http.max_headers,
+        max_header_bytes: state.config.http.max_header_bytes,
+    };
     Router::new()
         .route("/v1/users", post(api::register))
         .route("/v1/sessions", post(api::login))
@@ -163,6 +170,10 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/plugins", get(api::list_plugins))
         .route("/admin/plugins/{name}/reload", post(api::reload_plugin))
         .route("/admin/plugins/{name}/rollback", post(api::rollback_plugin))
+        .route(
+            "/admin/plugins/{name}/source",
+            post(admin_plugin_source::set_source),
+        )
         .route("/admin/outbox", get(admin_outbound::outbox_status))
         .route(
             "/admin/outbox/dead-letters",
@@ -184,8 +195,15 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
         .route("/openapi.json", get(openapi::document))
+        // After every route: it applies to the method routers registered so far.
+        .method_not_allowed_fallback(problem::method_not_allowed)
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(move |request, next| {
+            header_limits.enforce(request, next)
+        }))
+        .layer(middleware::from_fn(problem::ensure_problem))
+        .layer(CatchPanicLayer::custom(problem::from_panic))
         .layer(middleware::from_fn(record_request))
         .with_state(state)
 }
@@ -206,15 +224,12 @@ async fn record_request(request: Request, next: Next) -> Response {
     response
 }
 
-/// Serves on `listener` until `shutdown` resolves.
+/// Serves on `listener` until `shutdown` resolves, with `[http]`'s limits (see [`server`]).
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+    let http = state.config.http.clone();
+    server::serve(router(state), listener, &http, shutdown).await
 }

@@ -54,6 +54,9 @@ pub struct ServiceConfig {
     /// Security policies from the Configuration Service (`[security-policies]`).
     #[serde(rename = "security-policies")]
     pub security_policies: SecurityPoliciesConfig,
+    /// The HTTP server: trusted proxies, slow-client timeouts, connection and header limits
+    /// (`[http]`).
+    pub http: crate::server::HttpConfig,
 }
 
 /// Log output format.
@@ -87,6 +90,10 @@ pub struct FlowConfig {
     /// (`lock-after-failures`; NIST SP 800-63B: at most 100).
     #[serde(rename = "lock-after-failures")]
     pub lock_after_failures: u32,
+    /// A client address's failed logins are forgotten after this long without one
+    /// (`client-failures-window-s`).
+    #[serde(rename = "client-failures-window-s")]
+    pub client_failures_window_s: u64,
     /// Lifetime of a password-reset token, in seconds (`reset-token-ttl-s`).
     #[serde(rename = "reset-token-ttl-s")]
     pub reset_token_ttl_s: u64,
@@ -105,6 +112,7 @@ impl Default for FlowConfig {
             captcha_on_register: false,
             captcha_after_failures: 3,
             lock_after_failures: 100,
+            client_failures_window_s: 3600,
             reset_token_ttl_s: 3600,
             reset_link: "http://127.0.0.1:8080/reset-password?token={token}".to_owned(),
         }
@@ -137,6 +145,7 @@ impl Default for ServiceConfig {
             service_auth: None,
             events: EventsConfig::default(),
             security_policies: SecurityPoliciesConfig::default(),
+            http: crate::server::HttpConfig::default(),
         }
     }
 }
@@ -296,6 +305,11 @@ mod tests {
             defaults.plugins.egress.defaults.breaker.minimum_calls
         );
         assert_eq!(parsed.flows.reset_link, defaults.flows.reset_link);
+        assert_eq!(
+            parsed.flows.client_failures_window_s,
+            defaults.flows.client_failures_window_s
+        );
+        assert_eq!(format!("{:?}", parsed.http), format!("{:?}", defaults.http));
         assert_eq!(
             parsed.outbound.defaults.first_byte_timeout,
             defaults.outbound.defaults.first_byte_timeout

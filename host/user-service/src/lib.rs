@@ -2,17 +2,23 @@
 //! breach check and CAPTCHA decided by WebAssembly plugins in an embedded [`policy_host`].
 
 pub mod admin_outbound;
+pub mod admin_plugin_source;
 pub mod api;
 pub mod app;
+pub mod client_address;
 pub mod config;
+pub mod email;
 pub mod flows;
 pub mod openapi;
 pub mod outbound;
 pub mod outbox;
 pub mod passwords;
 pub mod problem;
+pub mod request_limits;
 pub mod security_policy;
+pub mod server;
 pub mod store;
+pub mod throttle;
 
 pub use app::{AppState, router, serve, start};
 pub use config::ServiceConfig;

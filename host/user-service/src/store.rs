@@ -51,11 +51,27 @@ const OUTBOX_DELIVERY_COLUMNS: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS outbox_by_aggregate ON outbox (aggregate_id, created_at)",
 ];
 
+/// Per-client login failures, shared by every replica; a row whose last failure is older
+/// than the window is reset by the next failure and deleted by [`Store::prune_client_failures`].
+const CLIENT_FAILURES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS client_login_failures (
+        client TEXT PRIMARY KEY,
+        failures BIGINT NOT NULL,
+        last_failure_at BIGINT NOT NULL
+    )";
+
+/// The address as typed, kept for display next to the canonical `email` (see
+/// [`crate::email`]); added to databases created before it existed, then filled by
+/// [`Store::canonicalize_emails`].
+const EMAIL_DISPLAY_COLUMN: &str = "ALTER TABLE users ADD COLUMN email_display TEXT";
+
 /// A stored user.
 #[derive(Debug, Clone)]
 pub struct User {
     pub id: String,
+    /// The canonical address (unique).
     pub email: String,
+    /// The address as typed at registration.
+    pub email_display: String,
     pub display_name: Option<String>,
     pub password_hash: String,
     pub failed_logins: i64,
@@ -154,6 +170,18 @@ impl Store {
         for statement in SCHEMA {
             sqlx::query(statement).execute(&pool).await?;
         }
+        sqlx::query(CLIENT_FAILURES_SCHEMA).execute(&pool).await?;
+        let has_display =
+            || sqlx::query("SELECT email_display FROM users LIMIT 1").fetch_optional(&pool);
+        if has_display().await.is_err()
+            && let Err(error) = sqlx::query(EMAIL_DISPLAY_COLUMN).execute(&pool).await
+            // Another replica starting at the same moment may have added it first.
+            && has_display().await.is_err()
+        {
+            return Err(anyhow::anyhow!("cannot add users.email_display: {error}"));
+        }
+        let store = Self { pool: pool.clone() };
+        store.canonicalize_emails().await?;
         if sqlx::query("SELECT sinks_done FROM outbox LIMIT 1")
             .fetch_optional(&pool)
             .await
@@ -171,8 +199,52 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
 
+    /// Gives every row stored before canonical addresses its canonical `email` and its
+    /// `email_display` (the address as it was stored). Rows that cannot be migrated are logged
+    /// and left as they are, still marked unmigrated: an address the canonical rules refuse, or
+    /// one whose canonical form another account already has (the duplicates these rules now
+    /// prevent; an operator merges them). Runs at every start; a no-op once done.
+    pub async fn canonicalize_emails(&self) -> anyhow::Result<()> {
+        // Oldest first: of two rows with one canonical form, the older account keeps it.
+        let rows = sqlx::query(
+            "SELECT id, email FROM users WHERE email_display IS NULL ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            let id: String = row.try_get(0)?;
+            let stored: String = row.try_get(1)?;
+            let canonical = match crate::email::canonicalize(&stored) {
+                Ok(email) => email.canonical,
+                Err(error) => {
+                    tracing::warn!(user = %id, %error, "stored address cannot be canonicalised; left as it is");
+                    continue;
+                }
+            };
+            let updated = sqlx::query(
+                "UPDATE users SET email = $1, email_display = $2 WHERE id = $3 AND email_display IS NULL
+                 AND NOT EXISTS (SELECT 1 FROM users other WHERE other.email = $1 AND other.id <> $3)",
+            )
+            .bind(&canonical)
+            .bind(&stored)
+            .bind(&id)
+            .execute(&self.pool)
+            .await;
+            match updated {
+                Ok(updated) if updated.rows_affected() == 1 => {}
+                // Lost a race with another replica's migration, or a duplicate: the same outcome.
+                Ok(_) | Err(sqlx::Error::Database(_)) => {
+                    tracing::warn!(user = %id, "another account has this address's canonical form; left as it is");
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The user with this canonical address.
     pub async fn user_by_email(&self, email: &str) -> sqlx::Result<Option<User>> {
-        let row = sqlx::query("SELECT id, email, display_name, password_hash, failed_logins, reset_required FROM users WHERE email = $1")
+        let row = sqlx::query("SELECT id, email, display_name, password_hash, failed_logins, reset_required, email_display FROM users WHERE email = $1")
             .bind(email)
             .fetch_optional(&self.pool)
             .await?;
@@ -180,7 +252,7 @@ impl Store {
     }
 
     pub async fn user_by_id(&self, id: &str) -> sqlx::Result<Option<User>> {
-        let row = sqlx::query("SELECT id, email, display_name, password_hash, failed_logins, reset_required FROM users WHERE id = $1")
+        let row = sqlx::query("SELECT id, email, display_name, password_hash, failed_logins, reset_required, email_display FROM users WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -191,14 +263,15 @@ impl Store {
     pub async fn create_user(&self, user: &User, event: &OutboxEvent) -> sqlx::Result<bool> {
         let mut transaction = self.pool.begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO users (id, email, display_name, password_hash, created_at, failed_logins, reset_required)
-             VALUES ($1, $2, $3, $4, $5, 0, 0) ON CONFLICT (email) DO NOTHING",
+            "INSERT INTO users (id, email, display_name, password_hash, created_at, failed_logins, reset_required, email_display)
+             VALUES ($1, $2, $3, $4, $5, 0, 0, $6) ON CONFLICT (email) DO NOTHING",
         )
         .bind(&user.id)
         .bind(&user.email)
         .bind(&user.display_name)
         .bind(&user.password_hash)
         .bind(now())
+        .bind(&user.email_display)
         .execute(&mut *transaction)
         .await?;
         if inserted.rows_affected() == 0 {
@@ -210,17 +283,97 @@ impl Store {
         Ok(true)
     }
 
-    /// Counts a failed login; returns the new count.
+    /// Counts a failed login; returns the new count (one statement: concurrent calls each see
+    /// their own count).
     pub async fn record_failed_login(&self, user_id: &str) -> sqlx::Result<i64> {
-        sqlx::query("UPDATE users SET failed_logins = failed_logins + 1 WHERE id = $1")
-            .bind(user_id)
+        let row = sqlx::query(
+            "UPDATE users SET failed_logins = failed_logins + 1 WHERE id = $1 RETURNING failed_logins",
+        )
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        row.try_get::<i64, _>(0)
+    }
+
+    /// Counts a login attempt on the account with this canonical address before its password
+    /// is checked, and returns the user with `failed_logins` including this attempt: the
+    /// increment and the read are one statement, so concurrent attempts each get their own
+    /// count and every decision follows from it. `None` when there is no such account.
+    pub async fn count_login_attempt(&self, email: &str) -> sqlx::Result<Option<User>> {
+        let row = sqlx::query(
+            "UPDATE users SET failed_logins = failed_logins + 1 WHERE email = $1
+             RETURNING id, email, display_name, password_hash, failed_logins, reset_required, email_display",
+        )
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| user_from_row(&row)).transpose()
+    }
+
+    /// Takes back an attempt counted by [`Store::count_login_attempt`] whose password was never
+    /// checked (refused for a missing CAPTCHA, or locked).
+    pub async fn uncount_login_attempt(&self, user_id: &str) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE users SET failed_logins = failed_logins - 1 WHERE id = $1 AND failed_logins > 0",
+        )
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Counts a login attempt from `client` (fixed key, e.g. an address) and returns the count
+    /// including it; a count whose last attempt is older than `window_start` (Unix seconds)
+    /// starts again at one. One statement, shared by every replica on this database.
+    pub async fn count_client_attempt(
+        &self,
+        client: &str,
+        now: i64,
+        window_start: i64,
+    ) -> sqlx::Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO client_login_failures (client, failures, last_failure_at) VALUES ($1, 1, $2)
+             ON CONFLICT (client) DO UPDATE SET
+               failures = CASE WHEN client_login_failures.last_failure_at < $3 THEN 1
+                               ELSE client_login_failures.failures + 1 END,
+               last_failure_at = $2
+             RETURNING failures",
+        )
+        .bind(client)
+        .bind(now)
+        .bind(window_start)
+        .fetch_one(&self.pool)
+        .await?;
+        row.try_get::<i64, _>(0)
+    }
+
+    /// Takes back an attempt counted by [`Store::count_client_attempt`].
+    pub async fn uncount_client_attempt(&self, client: &str) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE client_login_failures SET failures = failures - 1 WHERE client = $1 AND failures > 0",
+        )
+        .bind(client)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets a client's failures (after a successful login).
+    pub async fn clear_client_failures(&self, client: &str) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM client_login_failures WHERE client = $1")
+            .bind(client)
             .execute(&self.pool)
             .await?;
-        let row = sqlx::query("SELECT failed_logins FROM users WHERE id = $1")
-            .bind(user_id)
-            .fetch_one(&self.pool)
+        Ok(())
+    }
+
+    /// Deletes client counts whose last attempt is older than `before`; returns how many.
+    pub async fn prune_client_failures(&self, before: i64) -> sqlx::Result<u64> {
+        let pruned = sqlx::query("DELETE FROM client_login_failures WHERE last_failure_at < $1")
+            .bind(before)
+            .execute(&self.pool)
             .await?;
-        row.try_get::<i64, _>(0)
+        Ok(pruned.rows_affected())
     }
 
     /// Clears failures after a successful login and records whether a reset is now required.
@@ -568,9 +721,14 @@ async fn insert_event(
 }
 
 fn user_from_row(row: &sqlx::any::AnyRow) -> sqlx::Result<User> {
+    let email: String = row.try_get(1)?;
     Ok(User {
         id: row.try_get(0)?,
-        email: row.try_get(1)?,
+        // A row not yet migrated shows its stored address.
+        email_display: row
+            .try_get::<Option<String>, _>(6)?
+            .unwrap_or_else(|| email.clone()),
+        email,
         display_name: row.try_get(2)?,
         password_hash: row.try_get(3)?,
         failed_logins: row.try_get(4)?,
