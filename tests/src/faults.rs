@@ -28,7 +28,7 @@
 
 use crate::{
     PluginDir, breach_check_component, captcha_vendors as vendors, hibp, slot,
-    upstream::RecordedRequest,
+    upstream::{RecordedRequest, read_request},
 };
 use policy_host::{
     CaptchaInput, HostConfig, PluginConfig, PluginKind, PolicyHost,
@@ -505,51 +505,6 @@ async fn write_response(
     response.extend_from_slice(body);
     stream.write_all(&response).await?;
     stream.flush().await
-}
-
-/// Reads one request (head and `content-length` body); `None` when the peer closed first.
-async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<RecordedRequest>> {
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(at) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
-            break at;
-        }
-        let read = stream.read(&mut chunk).await?;
-        if read == 0 {
-            return Ok(None);
-        }
-        buffer.extend_from_slice(&chunk[..read]);
-    };
-    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next().unwrap_or_default().split(' ');
-    let method = request_line.next().unwrap_or_default().to_owned();
-    let path = request_line.next().unwrap_or_default().to_owned();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(name, _)| name == "content-length")
-        .and_then(|(_, value)| value.parse().ok())
-        .unwrap_or(0);
-    let mut body = buffer[head_end + 4..].to_vec();
-    while body.len() < length {
-        let read = stream.read(&mut chunk).await?;
-        if read == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..read]);
-    }
-    body.truncate(length);
-    Ok(Some(RecordedRequest {
-        method,
-        path,
-        headers,
-        body,
-    }))
 }
 
 /// The drills' breaker: opens at a failure rate of 0.5 over [`MINIMUM_CALLS`] calls, stays open

@@ -234,7 +234,10 @@ async fn serve(
     }
 }
 
-async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<RecordedRequest>> {
+/// Reads one request (head and `content-length` body); `None` when the peer closed first.
+pub(crate) async fn read_request(
+    stream: &mut TcpStream,
+) -> std::io::Result<Option<RecordedRequest>> {
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
