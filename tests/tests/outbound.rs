@@ -878,7 +878,9 @@ async fn an_echoed_request_leaks_no_token(storage: Storage) {
         !logs.lines_with(&["dead letters"]).is_empty(),
         "the dead-letter lines were captured: {log_text}"
     );
-    assert!(!logs.lines_with(&["event delivery failed"]).is_empty());
+    // Whether a failure before the dead letter is logged as "will retry" or deferred by the
+    // notification destination's breaker depends on timing; the dead-letter lines above prove
+    // the capture saw the relay's failures.
     for secret in &secrets {
         let encoded: String = url_encode(secret);
         for text in [&admin_text, &log_text] {
