@@ -3,7 +3,7 @@
 use crate::{
     artifact_cache::ArtifactCache,
     bindings::{logging, password_policy::PasswordPolicy, settings, types},
-    egress::{EgressGateway, config::EgressConfig},
+    egress::{EgressGateway, config::EgressConfig, outgoing_handler},
     kind::PluginKind,
     limits::RuntimeLimits,
     store_state::PluginState,
@@ -19,6 +19,7 @@ use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
     component::{Component, HasSelf, Linker},
 };
+use wasmtime_wasi_http::{WasiHttp, WasiHttpView};
 
 /// Dirty pages below this size are reset with memset instead of `madvise`: faster for the
 /// small amount of memory a decision touches.
@@ -79,7 +80,16 @@ impl PolicyEngine {
         // breach-check and captcha: the same, plus wasi:http (whose requests go to the gateway).
         let mut network_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut network_linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut network_linker)?;
+        // wasi:http's types from wasmtime-wasi-http; its outgoing handler is ours, so that a
+        // request the gateway answers at once is answered without a task (see
+        // `egress::outgoing_handler`).
+        let http_options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
+        wasmtime_wasi_http::p2::bindings::http::types::add_to_linker::<_, WasiHttp>(
+            &mut network_linker,
+            &http_options.into(),
+            PluginState::http,
+        )?;
+        outgoing_handler::add_to_linker(&mut network_linker, PluginState::outgoing)?;
         types::add_to_linker::<_, HasSelf<PluginState>>(&mut network_linker, |state| state)?;
         settings::add_to_linker::<_, HasSelf<PluginState>>(&mut network_linker, |state| state)?;
         logging::add_to_linker::<_, HasSelf<PluginState>>(&mut network_linker, |state| state)?;

@@ -2,7 +2,7 @@
 
 use crate::{
     bindings::{logging, settings},
-    egress::{hooks::EgressHooks, redact::Redactor},
+    egress::{hooks::EgressHooks, outgoing_handler::GatewayOutgoing, redact::Redactor},
 };
 use std::{collections::BTreeMap, sync::Arc};
 use wasmtime::{ResourceLimiter, component::ResourceTable};
@@ -77,6 +77,16 @@ impl WasiView for PluginState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl PluginState {
+    /// The view the gateway's outgoing handler works on.
+    pub fn outgoing(&mut self) -> GatewayOutgoing<'_> {
+        GatewayOutgoing {
+            table: &mut self.table,
+            hooks: &mut self.hooks,
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod client;
 pub mod config;
 pub mod hooks;
 pub mod log_throttle;
+pub mod outgoing_handler;
 pub mod pool;
 pub mod redact;
 pub mod retry;
