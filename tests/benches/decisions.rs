@@ -10,8 +10,37 @@ use policy_host::{PasswordInput, PolicyHost};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-const WARMUP: usize = 500;
-const ITERATIONS: usize = 20_000;
+/// How long each line runs: the full run by default; `--quick` (what CI runs) measures each
+/// line briefly and fails only on a gross regression against the README's ratios.
+/// `BENCH_ITERATIONS` overrides the count (e.g. a handful under callgrind).
+struct Plan {
+    warmup: usize,
+    iterations: usize,
+    quick: bool,
+}
+
+fn plan() -> Plan {
+    let quick = std::env::args().any(|arg| arg == "--quick");
+    let iterations = std::env::var("BENCH_ITERATIONS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(if quick { 2_000 } else { 20_000 });
+    Plan {
+        warmup: if quick { 200 } else { 500 }.min(iterations),
+        iterations,
+        quick,
+    }
+}
+
+/// Host ÷ native median ratios as the README reports them; `--quick` fails a line whose ratio
+/// is more than [`GROSS_REGRESSION`] times its figure here.
+const README_RATIOS: &[(&str, f64)] = &[
+    ("password-policy/host", 7.0),
+    ("breach-check/host-cached", 6.0),
+    ("breach-check/host-cached-miss", 6.0),
+    ("captcha/host-local-provider", 150.0),
+];
+const GROSS_REGRESSION: f64 = 3.0;
 
 /// The password inputs every run cycles through: accepted and rejected, ASCII and not.
 fn inputs() -> Vec<PasswordInput> {
@@ -62,37 +91,71 @@ struct Summary {
     iterations: usize,
 }
 
-/// Runs `step` `WARMUP + ITERATIONS` times, timing each measured call. `step` gets a call
-/// number unique across warm-up and measurement.
+/// Runs `step` for the plan's warm-up and iterations, timing each measured call. `step` gets
+/// a call number unique across warm-up and measurement.
 async fn measure<F, Fut>(step: F) -> Summary
 where
     F: FnMut(usize) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    measure_n(ITERATIONS, step).await
+    let plan = plan();
+    measure_n(plan.iterations, step).await
 }
 
-/// [`measure`] with a chosen number of measured iterations.
+/// [`measure`] with a chosen number of measured iterations (at most the plan's).
 async fn measure_n<F, Fut>(iterations: usize, mut step: F) -> Summary
 where
     F: FnMut(usize) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    for i in 0..WARMUP {
+    let plan = plan();
+    let iterations = iterations.min(plan.iterations);
+    for i in 0..plan.warmup {
         step(i).await;
     }
     let mut samples = Vec::with_capacity(iterations);
-    let started = Instant::now();
-    for i in WARMUP..WARMUP + iterations {
+    for i in plan.warmup..plan.warmup + iterations {
         let before = Instant::now();
         step(i).await;
         samples.push(before.elapsed());
     }
-    let total = started.elapsed();
-    summarise(samples, total)
+    summarise(samples)
 }
 
-fn summarise(mut samples: Vec<Duration>, total: Duration) -> Summary {
+/// The native and the hosted variant of the same work, interleaved call by call (ABAB), so
+/// whatever the machine's neighbours do hits both alike. Returns (native, host).
+async fn measure_pair<N, NFut, H, HFut>(
+    iterations: usize,
+    mut native: N,
+    mut host: H,
+) -> (Summary, Summary)
+where
+    N: FnMut(usize) -> NFut,
+    NFut: std::future::Future<Output = ()>,
+    H: FnMut(usize) -> HFut,
+    HFut: std::future::Future<Output = ()>,
+{
+    let plan = plan();
+    let iterations = iterations.min(plan.iterations);
+    for i in 0..plan.warmup {
+        native(i).await;
+        host(i).await;
+    }
+    let mut native_samples = Vec::with_capacity(iterations);
+    let mut host_samples = Vec::with_capacity(iterations);
+    for i in plan.warmup..plan.warmup + iterations {
+        let before = Instant::now();
+        native(i).await;
+        native_samples.push(before.elapsed());
+        let before = Instant::now();
+        host(i).await;
+        host_samples.push(before.elapsed());
+    }
+    (summarise(native_samples), summarise(host_samples))
+}
+
+fn summarise(mut samples: Vec<Duration>) -> Summary {
+    let total: Duration = samples.iter().sum();
     samples.sort_unstable();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_nanos() as u64;
     Summary {
@@ -115,44 +178,55 @@ fn report(bench: &str, host: &Summary, native: Option<&Summary>) {
         "iterations": host.iterations,
     });
     if let Some(native) = native {
+        let ratio = host.median_ns as f64 / native.median_ns.max(1) as f64;
         line["native_median_ns"] = json!(native.median_ns);
-        line["ratio"] = json!(
-            ((host.median_ns as f64 / native.median_ns.max(1) as f64) * 100.0).round() / 100.0
-        );
+        line["ratio"] = json!((ratio * 100.0).round() / 100.0);
+        if plan().quick
+            && let Some((_, reference)) = README_RATIOS.iter().find(|(name, _)| *name == bench)
+            && ratio > reference * GROSS_REGRESSION
+        {
+            REGRESSIONS.lock().expect("regressions").push(format!(
+                "{bench}: ratio {ratio:.1} is more than {GROSS_REGRESSION}× the README's {reference}"
+            ));
+        }
     }
     println!("{line}");
 }
 
+/// Lines that regressed grossly in a `--quick` run.
+static REGRESSIONS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 async fn password_policy_benches(host: &PolicyHost) {
     let inputs = inputs();
     let settings = password_policy::settings::PolicySettings::default();
-    let native = measure(|i| {
-        let input = &inputs[i % inputs.len()];
-        let outcome = password_policy::rules::evaluate(
-            password_policy::rules::PasswordInput {
-                password: &input.password,
-                has_mfa: input.has_mfa,
-                context_words: &input.context_words,
-            },
-            &settings,
-        );
-        std::hint::black_box(outcome);
-        async {}
-    })
+    let (native, hosted) = measure_pair(
+        usize::MAX,
+        |i| {
+            let input = &inputs[i % inputs.len()];
+            let outcome = password_policy::rules::evaluate(
+                password_policy::rules::PasswordInput {
+                    password: &input.password,
+                    has_mfa: input.has_mfa,
+                    context_words: &input.context_words,
+                },
+                &settings,
+            );
+            std::hint::black_box(outcome);
+            async {}
+        },
+        |i| {
+            let input = &inputs[i % inputs.len()];
+            async move {
+                let record = host
+                    .try_evaluate_password("password-policy", input)
+                    .await
+                    .expect("decision");
+                std::hint::black_box(record);
+            }
+        },
+    )
     .await;
     report("password-policy/native", &native, None);
-
-    let hosted = measure(|i| {
-        let input = &inputs[i % inputs.len()];
-        async move {
-            let record = host
-                .try_evaluate_password("password-policy", input)
-                .await
-                .expect("decision");
-            std::hint::black_box(record);
-        }
-    })
-    .await;
     report("password-policy/host", &hosted, Some(&native));
 
     instantiate_bench(host, "password-policy").await;
@@ -178,86 +252,70 @@ async fn instantiate_bench(
     plugin
 }
 
-/// A range body the size of a real Pwned Passwords answer with `Add-Padding: true`: 900 lines
-/// (the real ones have 800–1,000, ~30 KB), sorted, CRLF, 35 hex characters and a count, about
-/// a third of them count-0 padding, with the hit (`suffix:count`) wherever sorting puts it.
-fn realistic_range_body(suffix: &str, count: u64) -> String {
-    const LINES: usize = 900;
-    // SplitMix64: the same body every run, without a dependency.
-    let mut state = 0x5EED_0018_u64;
-    let mut next = move || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let mut entries: Vec<(String, u64)> = (1..LINES)
-        .map(|index| {
-            let line_suffix = format!("{:016X}{:016X}{:03X}", next(), next(), next() & 0xFFF);
-            let line_count = if index % 3 == 0 {
-                0
-            } else {
-                1 + next() % 5_000
-            };
-            (line_suffix, line_count)
-        })
-        .collect();
-    entries.push((suffix.to_owned(), count));
-    entries.sort();
-    entries
-        .iter()
-        .map(|(line_suffix, line_count)| format!("{line_suffix}:{line_count}"))
-        .collect::<Vec<_>>()
-        .join("\r\n")
-}
-
-/// The breach check of a password whose range is already cached by the gateway, against the
-/// same work natively: SHA-1, and the lookup in a range body of real size (the test server's
-/// range is far smaller, so the hosted line does not yet carry the real body's lookup).
+/// The breach check of a password whose range the gateway has cached, against the same work
+/// natively (SHA-1, and the lookup in the same body). The range is the size and shape of a
+/// real padded answer (`hibp::range_body`: 900 lines, sorted, CRLF, count-0 padding); one line
+/// looks up a breached password (its line wherever sorting puts it), one a password that is
+/// not in the corpus (the whole body scanned).
 async fn breach_check_benches() {
     let breached = [("password123", 2_254_650u64)];
     let server = hibp::HibpServer::start(&breached).await;
     let (_dir, host) = host_with_breach_check(&server.server.url(), quick_policy(), &[])
         .await
         .expect("breach-check host");
-    let password = "password123";
-    let first = host.check_breach("breach-check", password).await;
-    assert!(
-        matches!(first.outcome, policy_host::BreachOutcome::Breached { .. }),
-        "{:?}",
-        first.outcome
-    );
-
-    let (prefix, suffix) = breach_check::hash::prefix_and_suffix(password);
-    let body = realistic_range_body(&suffix, breached[0].1);
-    assert_eq!(
-        breach_check::lookup_in_response(200, body.as_bytes(), &suffix),
-        breach_check::Lookup::Count(breached[0].1),
-        "the native lookup finds the hit in the realistic body"
-    );
-    let native = measure(|_| {
-        let (_, suffix) = breach_check::hash::prefix_and_suffix(std::hint::black_box(password));
-        std::hint::black_box(breach_check::lookup_in_response(
-            200,
-            body.as_bytes(),
-            &suffix,
-        ));
-        async {}
-    })
-    .await;
-    report("breach-check/native", &native, None);
-    let hosted = measure(|_| {
-        let host = &host;
-        async move {
-            std::hint::black_box(host.check_breach("breach-check", password).await);
-        }
-    })
-    .await;
-    report("breach-check/host-cached", &hosted, Some(&native));
+    let corpus = hibp::corpus(&breached);
+    for (line, password) in [
+        ("breach-check/host-cached", "password123"),
+        (
+            "breach-check/host-cached-miss",
+            "a password nobody has used",
+        ),
+    ] {
+        let first = host.check_breach("breach-check", password).await;
+        let expected = match breached.iter().find(|(known, _)| *known == password) {
+            Some((_, count)) => policy_host::BreachOutcome::Breached { count: *count },
+            None => policy_host::BreachOutcome::Clean,
+        };
+        assert_eq!(first.outcome, expected, "{line}: the decision is real");
+        let (prefix, suffix) = breach_check::hash::prefix_and_suffix(password);
+        let body = hibp::range_body(&corpus, &prefix, true);
+        assert_eq!(body.lines().count(), hibp::PADDED_RANGE_LINES);
+        let native_answer = breach_check::lookup_in_response(200, body.as_bytes(), &suffix);
+        assert_eq!(
+            native_answer,
+            match expected {
+                policy_host::BreachOutcome::Breached { count } =>
+                    breach_check::Lookup::Count(count),
+                _ => breach_check::Lookup::Count(0),
+            },
+            "{line}: the native lookup reads the same body"
+        );
+        let (native, hosted) = measure_pair(
+            usize::MAX,
+            |_| {
+                let (_, suffix) =
+                    breach_check::hash::prefix_and_suffix(std::hint::black_box(password));
+                std::hint::black_box(breach_check::lookup_in_response(
+                    200,
+                    body.as_bytes(),
+                    &suffix,
+                ));
+                async {}
+            },
+            |_| {
+                let host = &host;
+                async move {
+                    std::hint::black_box(host.check_breach("breach-check", password).await);
+                }
+            },
+        )
+        .await;
+        report(&line.replace("host-cached", "native"), &native, None);
+        report(line, &hosted, Some(&native));
+    }
     assert_eq!(
         server.server.request_count(),
-        1,
+        2,
         "every measured decision was served from the cache"
     );
 
@@ -269,11 +327,13 @@ async fn breach_check_benches() {
         .egress()
         .expect("a network plugin has egress")
         .clone();
+    let (prefix, _) = breach_check::hash::prefix_and_suffix("password123");
     let url = format!("{}/range/{prefix}", server.server.url());
     let gateway = measure(|_| {
         let (engine, egress, url) = (&engine, &egress, &url);
         async move {
             let request = http::Request::get(url.as_str())
+                .header("add-padding", "true")
                 .body(bytes::Bytes::new())
                 .expect("request");
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
@@ -290,12 +350,14 @@ async fn breach_check_benches() {
     report("egress/cached-get", &gateway, None);
 }
 
-/// A CAPTCHA decision against a local Turnstile simulator (its always-pass test secret), each
-/// with a fresh token; natively, the same JSON parse and judgement.
-async fn captcha_benches() {
-    use harness::captcha_vendors::{self as vendors, CaptchaServer, Vendor};
+/// A host whose `captcha` slot verifies with the Turnstile simulator at `server`; `pooled`
+/// keeps connections to it alive between decisions (the default), or not.
+async fn captcha_host(
+    server: &harness::captcha_vendors::CaptchaServer,
+    pooled: bool,
+) -> (harness::PluginDir, PolicyHost) {
+    use harness::captcha_vendors::{self as vendors, Vendor};
     use policy_host::egress::config::{DestinationConfig, SecretSource};
-    let server = CaptchaServer::start(Vendor::Turnstile).await;
     let dir = harness::PluginDir::new().expect("plugin dir");
     dir.publish(
         "captcha",
@@ -307,6 +369,9 @@ async fn captcha_benches() {
         "captcha-secret".to_owned(),
         SecretSource::Value(vendors::TURNSTILE_PASS_SECRET.to_owned()),
     );
+    if !pooled {
+        config.egress.pool.max_idle_per_host = 0;
+    }
     let mut slot = harness::slot(
         policy_host::PluginKind::Captcha,
         &[("provider", "turnstile"), ("base-url", &server.url())],
@@ -321,7 +386,15 @@ async fn captcha_benches() {
     }];
     config.slots.insert("captcha".to_owned(), slot);
     let host = PolicyHost::start(&config).await.expect("captcha host");
+    (dir, host)
+}
 
+/// A CAPTCHA decision against a local Turnstile simulator (its always-pass test secret), each
+/// with a fresh token, over pooled keep-alive connections and, in a second line, over a new
+/// connection each time; natively, the same JSON parse and judgement.
+async fn captcha_benches() {
+    use harness::captcha_vendors::{self as vendors, CaptchaServer, Vendor};
+    let server = CaptchaServer::start(Vendor::Turnstile).await;
     let body = format!(
         r#"{{"success":true,"error-codes":[],"challenge_ts":"{}","hostname":"example.com","action":"","cdata":""}}"#,
         vendors::rfc3339_now()
@@ -334,36 +407,41 @@ async fn captcha_benches() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs() as i64;
-    let native = measure(|_| {
+    let native = |_| {
         let answer: captcha::verdict::SiteverifyAnswer =
             serde_json::from_str(&body).expect("answer");
         std::hint::black_box(captcha::verdict::judge(&answer, "login", &settings, now));
         async {}
-    })
-    .await;
-    report("captcha/native", &native, None);
-    // Each decision opens a connection to the provider: fewer iterations keep the ephemeral
-    // ports (and TIME_WAIT) in check.
-    let hosted = measure_n(5_000, |i| {
-        let host = &host;
-        async move {
-            let input = policy_host::CaptchaInput {
-                token: format!("token-{i}"),
-                action: "login".to_owned(),
-                remote_ip: None,
-                idempotency_key: None,
-            };
-            let record = host.verify_captcha("captcha", &input).await;
-            assert_eq!(
-                record.decision.verdict,
-                policy_host::Verdict::Allow,
-                "decision {i}: {:?}",
-                record.decision.codes()
-            );
+    };
+    /// One decision with a fresh token.
+    async fn decide(host: &PolicyHost, i: usize) {
+        let input = policy_host::CaptchaInput {
+            token: format!("token-{i}"),
+            action: "login".to_owned(),
+            remote_ip: None,
+            idempotency_key: None,
+        };
+        let record = host.verify_captcha("captcha", &input).await;
+        assert_eq!(
+            record.decision.verdict,
+            policy_host::Verdict::Allow,
+            "decision {i}: {:?}",
+            record.decision.codes()
+        );
+    }
+    for (line, pooled, iterations) in [
+        ("captcha/host-local-provider", true, usize::MAX),
+        // A connection per decision: fewer iterations keep the ephemeral ports (and
+        // TIME_WAIT) in check.
+        ("captcha/host-new-connection", false, 5_000),
+    ] {
+        let (_dir, host) = captcha_host(&server, pooled).await;
+        let (native, hosted) = measure_pair(iterations, native, |i| decide(&host, i)).await;
+        if pooled {
+            report("captcha/native", &native, None);
         }
-    })
-    .await;
-    report("captcha/host-local-provider", &hosted, Some(&native));
+        report(line, &hosted, Some(&native));
+    }
 }
 
 fn main() {
@@ -392,4 +470,12 @@ fn main() {
             captcha_benches().await;
         }
     });
+    let regressions = REGRESSIONS.lock().expect("regressions");
+    if !regressions.is_empty() {
+        eprintln!("gross regressions against the README:");
+        for regression in regressions.iter() {
+            eprintln!("  {regression}");
+        }
+        std::process::exit(1);
+    }
 }

@@ -102,31 +102,45 @@ fn range_reply(request: &RecordedRequest, corpus: &BTreeMap<String, Vec<(String,
     }
 }
 
-/// The body the server sends for `prefix`: the corpus's lines, a few unrelated real-looking
-/// ones (a real range always has hundreds) and, when asked, count-0 padding lines.
+/// Lines in a padded range answer: real ones have 800–1,000 (about 30–36 KB).
+pub const PADDED_RANGE_LINES: usize = 900;
+
+/// The body the server sends for `prefix`, shaped like the real one: the corpus's lines among
+/// hundreds of unrelated real-looking ones (35 hex characters, `:`, a count), sorted, CRLF;
+/// when asked (`Add-Padding: true`), count-0 padding lines up to [`PADDED_RANGE_LINES`].
+/// The filler is the same for the same prefix on every run.
 pub fn range_body(
     corpus: &BTreeMap<String, Vec<(String, u64)>>,
     prefix: &str,
     padding: bool,
 ) -> String {
-    let mut lines: Vec<String> = corpus
-        .get(&prefix.to_ascii_uppercase())
-        .map(|entries| {
-            entries
-                .iter()
-                .map(|(suffix, count)| format!("{suffix}:{count}"))
-                .collect()
-        })
-        .unwrap_or_default();
-    lines.push("0018A45C4D1DEF81644B54AB7F969B88D65:1".to_owned());
-    lines.push("00D4F6E8FA6EECAD2A3AA415EEC418D38EC:2".to_owned());
+    let prefix = prefix.to_ascii_uppercase();
+    let mut entries: Vec<(String, u64)> = corpus.get(&prefix).cloned().unwrap_or_default();
+    // SplitMix64 seeded by the prefix: a fixed body per prefix, without a dependency.
+    let mut state = u64::from_str_radix(&prefix, 16).unwrap_or(0) ^ 0x5EED_0018;
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut random_suffix = || format!("{:016X}{:016X}{:03X}", next(), next(), next() & 0xFFF);
+    let real_lines = PADDED_RANGE_LINES * 2 / 3;
+    while entries.len() < real_lines {
+        let suffix = random_suffix();
+        let count = 1 + u64::from_str_radix(&suffix[..4], 16).unwrap_or(0) % 5_000;
+        entries.push((suffix, count));
+    }
     if padding {
-        for index in 0..50u32 {
-            lines.push(format!(
-                "{:035X}:0",
-                u128::from(index) * 0x9E37_79B9_7F4A_7C15
-            ));
+        while entries.len() < PADDED_RANGE_LINES {
+            entries.push((random_suffix(), 0));
         }
     }
-    lines.join("\r\n")
+    entries.sort();
+    entries
+        .iter()
+        .map(|(suffix, count)| format!("{suffix}:{count}"))
+        .collect::<Vec<_>>()
+        .join("\r\n")
 }
