@@ -50,6 +50,15 @@ type SendResult = Result<
     HttpError,
 >;
 
+/// What [`EgressHooks::send_request`]'s future gives: the response and its I/O future.
+type HookResult = Result<
+    (
+        http::Response<wasmtime_wasi_http::WasiBody>,
+        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ),
+    HttpError,
+>;
+
 /// Defines `wasi:http/outgoing-handler.handle` in `linker` (in place of wasmtime-wasi-http's
 /// definition; its `wasi:http/types` stay as they are).
 pub fn add_to_linker<T: Send + 'static>(
@@ -108,15 +117,7 @@ impl GatewayOutgoing<'_> {
 }
 
 /// The gateway's answer with its I/O future running in a task of its own, as upstream keeps it.
-fn with_io_task(
-    result: Result<
-        (
-            http::Response<wasmtime_wasi_http::WasiBody>,
-            Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-        ),
-        HttpError,
-    >,
-) -> SendResult {
+fn with_io_task(result: HookResult) -> SendResult {
     let (response, io) = result?;
     let io = spawn(async move {
         if let Err(error) = Pin::from(io).await {
