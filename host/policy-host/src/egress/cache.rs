@@ -59,6 +59,15 @@ pub fn new_cache(capacity_bytes: u64) -> ResponseCache {
         .build()
 }
 
+/// `response` as it should be kept for long: a body received in one piece may be a slice of
+/// the connection's larger read buffer, which would stay allocated as long as the slice does,
+/// so the body is copied into an allocation of its own size (the cache's weigher counts the
+/// body's length, and this makes that the truth).
+pub fn compact(mut response: BufferedResponse) -> BufferedResponse {
+    response.body = Bytes::copy_from_slice(&response.body);
+    response
+}
+
 /// How long `response` may be cached: `max-age`/`s-maxage` when given, else `default_ttl`;
 /// never for `no-store`, `no-cache`, `private`, or anything but 200.
 pub fn cache_ttl(response: &BufferedResponse, default_ttl: Option<Duration>) -> Option<Duration> {

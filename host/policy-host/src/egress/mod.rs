@@ -281,7 +281,7 @@ impl EgressGateway {
                             .map_err(Uncached::Failed)?;
                         match cache::cache_ttl(&response, rule.config.cache_ttl) {
                             Some(ttl) => Ok(CacheEntry {
-                                response: Arc::new(response),
+                                response: Arc::new(cache::compact(response)),
                                 ttl,
                             }),
                             None => Err(Uncached::Response(response)),
