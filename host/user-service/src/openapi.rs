@@ -212,6 +212,13 @@ pub fn build() -> Value {
             More than {MAX_PASSWORD_BYTES} bytes: refused (`too-long`, or wrong credentials).")
     });
     let captcha_token = json!({ "type": ["string", "null"], "description": "The CAPTCHA widget's token, when one is required" });
+    let nullable = |schema: &Value| {
+        let mut schema = schema.clone();
+        schema["type"] = json!(["string", "null"]);
+        schema
+    };
+    let optional_email = nullable(&email);
+    let optional_password = nullable(&password);
     let string = json!({ "type": "string" });
     let id = json!({ "type": "string", "pattern": "^[0-9a-f]{32}$" });
     let findings = json!({ "type": "array", "items": { "$ref": "#/components/schemas/Finding" } });
@@ -366,8 +373,8 @@ pub fn build() -> Value {
                     "Change the display name, or the email (with the current password; the new address replaces the old one once verified)",
                     Some(object(&[], json!({
                         "display_name": { "type": ["string", "null"], "maxLength": MAX_DISPLAY_NAME_BYTES, "description": "Trimmed; `null` or blank removes it; at most 200 bytes" },
-                        "email": email,
-                        "current_password": password,
+                        "email": optional_email,
+                        "current_password": optional_password,
                         "captcha_token": captcha_token
                     }))),
                     &["invalid-email", "invalid-display-name"],
@@ -428,7 +435,7 @@ pub fn build() -> Value {
             )},
             "/v1/password/change": { "post": operation(
                 "Change password: with a session (other sessions end) or, without one, with `email` (every session ends); proving the current password counts as a login attempt",
-                Some(object(&["current_password", "new_password"], json!({ "email": email, "current_password": password, "new_password": password, "captcha_token": captcha_token }))),
+                Some(object(&["current_password", "new_password"], json!({ "email": optional_email, "current_password": password, "new_password": password, "captcha_token": captcha_token }))),
                 &["invalid-email"],
                 json!({
                     "204": no_content("Changed"),

@@ -153,8 +153,9 @@ impl Store {
         .transpose()
     }
 
-    /// Consumes the token (once: of concurrent requests one wins), makes its address the user's
-    /// verified address, and writes `event`, in one transaction.
+    /// Consumes the token (once: of concurrent requests one wins) and every other outstanding
+    /// token of the user, makes its address the user's verified address, and writes `event`,
+    /// in one transaction.
     pub async fn complete_verification(
         &self,
         token_hash: &str,
@@ -175,6 +176,15 @@ impl Store {
             transaction.rollback().await?;
             return Ok(VerifyOutcome::InvalidToken);
         }
+        // Every other outstanding token of the user ends too: an older one for another address
+        // must not move the account back.
+        sqlx::query(
+            "UPDATE email_verifications SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL",
+        )
+        .bind(now)
+        .bind(&verification.user_id)
+        .execute(&mut *transaction)
+        .await?;
         let taken = sqlx::query("SELECT 1 FROM users WHERE email = $1 AND id <> $2")
             .bind(&verification.email)
             .bind(&verification.user_id)
