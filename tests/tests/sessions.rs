@@ -863,8 +863,7 @@ async fn attacks(backend: Backend) {
         assert_unauthenticated(&api.get(path, Some(&forged)).await, path);
     }
     assert_unauthenticated(
-        &api.delete("/v1/sessions", Some(&truncated.to_owned()), None)
-            .await,
+        &api.delete("/v1/sessions", Some(truncated), None).await,
         "revoke with a truncated token",
     );
 
