@@ -405,6 +405,7 @@ async fn expiry(backend: Backend) {
     .await;
     api.register("abs@example.org").await;
     let (token, session) = api.login("abs@example.org", PASSWORD).await;
+    let (never_used, _) = api.login("abs@example.org", PASSWORD).await;
     assert_eq!(
         session["expires_at"].as_i64().unwrap() - session["created_at"].as_i64().unwrap(),
         2
@@ -416,6 +417,17 @@ async fn expiry(backend: Backend) {
         !api.session_stored(&token).await,
         "an expired session is deleted when met"
     );
+    // One never presented again is deleted by the pruning logins trigger now and then.
+    assert!(api.session_stored(&never_used).await);
+    let pruned = api
+        .service
+        .state
+        .store
+        .prune_sessions(86_400)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    assert!(!api.session_stored(&never_used).await);
 
     // Idle: 3 s; each use extends it (every use is recorded with touch-interval-s = 0).
     let api = Api::start(backend, |config| {

@@ -74,6 +74,33 @@ impl SessionConfig {
     }
 }
 
+/// How often, at most, ended sessions are deleted (seconds); logins trigger it.
+const PRUNE_EVERY_S: i64 = 600;
+
+/// Deletes ended sessions in the background, at most once per [`PRUNE_EVERY_S`] per process
+/// (each replica prunes; the statement is idempotent).
+fn prune_now_and_then(state: &AppState, now: i64) {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let last = LAST.load(Ordering::Relaxed);
+    if now.saturating_sub(last) < PRUNE_EVERY_S
+        || LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    let store = state.store.clone();
+    let idle = state.config.sessions.idle_s();
+    tokio::spawn(async move {
+        match store.prune_sessions(idle).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::debug!(pruned, "deleted ended sessions"),
+            Err(error) => tracing::warn!(%error, "cannot delete ended sessions"),
+        }
+    });
+}
+
 /// Longest bearer value looked up, in bytes (real tokens are 43).
 pub const MAX_TOKEN_BYTES: usize = 128;
 
@@ -111,6 +138,7 @@ pub async fn start(
         .create_session(&session, &token_hash(&token))
         .await?;
     metrics::counter!("sessions_started_total").increment(1);
+    prune_now_and_then(state, now);
     Ok((token, session))
 }
 
