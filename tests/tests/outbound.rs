@@ -135,7 +135,7 @@ async fn every_event_type_reaches_the_consumer_once_in_order_and_the_file() {
 
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            consumer.accepted().len() >= 3
+            consumer.accepted().len() >= 4
         })
         .await
         .is_some(),
@@ -151,6 +151,7 @@ async fn every_event_type_reaches_the_consumer_once_in_order_and_the_file() {
         types,
         [
             "UserRegisteredEventV1",
+            "EmailVerificationRequestedEventV1",
             "PasswordChangedEventV1",
             "PasswordResetRequestedEventV1"
         ],
@@ -171,12 +172,12 @@ async fn every_event_type_reaches_the_consumer_once_in_order_and_the_file() {
             "no password in {text}"
         );
     }
-    let reset = &accepted[2]["data"];
+    let reset = &accepted[3]["data"];
     let token = reset["resetToken"].as_str().unwrap();
     assert!(reset["resetLink"].as_str().unwrap().ends_with(token));
     assert!(reset["expiresAt"].as_i64().is_some());
 
-    // The reset event's token completes the reset, and that is the fourth event.
+    // The reset event's token completes the reset, and that is the fifth event.
     let (status, _) = post(
         &client,
         service.url("/v1/password/resets"),
@@ -185,10 +186,10 @@ async fn every_event_type_reaches_the_consumer_once_in_order_and_the_file() {
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     wait_until(Duration::from_secs(10), || async {
-        consumer.accepted().len() >= 4
+        consumer.accepted().len() >= 5
     })
     .await;
-    assert_eq!(consumer.accepted()[3]["data"]["reason"], "reset");
+    assert_eq!(consumer.accepted()[4]["data"]["reason"], "reset");
 
     // The file sink got the same events, one JSON line each.
     let lines: Vec<Value> = std::fs::read_to_string(&events_file)
@@ -201,7 +202,7 @@ async fn every_event_type_reaches_the_consumer_once_in_order_and_the_file() {
     let (_, counts) = admin(&client, reqwest::Method::GET, service.url("/admin/outbox")).await;
     assert_eq!(
         counts,
-        json!({ "pending": 0, "deadLetters": 0, "delivered": 4 })
+        json!({ "pending": 0, "deadLetters": 0, "delivered": 5 })
     );
 }
 
@@ -244,18 +245,28 @@ async fn a_notification_service_that_is_down_gets_every_reset_after_it_recovers(
     notifications.set_health(Health::Up);
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            notifications.accepted().len() >= 3
+            notifications.accepted().len() >= 6
         })
         .await
         .is_some()
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let emails = notifications.accepted();
+    let all = notifications.accepted();
     assert_eq!(
-        emails.len(),
-        3,
-        "each reset notified exactly once: {emails:?}"
+        all.len(),
+        6,
+        "each verification and each reset notified exactly once: {all:?}"
     );
+    let (emails, verifications): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|email| email["templateId"] == "password-reset");
+    assert_eq!(emails.len(), 3, "{emails:?}");
+    for email in &verifications {
+        assert_eq!(email["templateId"], "email-verification");
+        assert_eq!(email["context"]["userName"], "Ana Silva");
+        let link = email["context"]["verificationLink"].as_str().unwrap();
+        assert!(link.contains("/verify-email?token="), "{link}");
+    }
     let mut recipients: Vec<&str> = emails.iter().map(|e| e["to"].as_str().unwrap()).collect();
     recipients.sort();
     assert_eq!(recipients, users);
@@ -308,15 +319,18 @@ async fn a_poison_event_goes_to_the_dead_letters_and_can_be_replayed() {
             .cloned()
             .unwrap_or_default()
     };
+    // Both of the poisoned user's events (registration, then its verification request, which
+    // names the address too) run out of attempts, one after the other.
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            !dead_letters().await.is_empty()
+            dead_letters().await.len() == 2
         })
         .await
         .is_some()
     );
     let letters = dead_letters().await;
-    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert_eq!(letters[1]["type"], "EmailVerificationRequestedEventV1");
     assert_eq!(letters[0]["type"], "UserRegisteredEventV1");
     assert_eq!(letters[0]["aggregateId"], poison["id"]);
     assert_eq!(letters[0]["attempts"], 3);
@@ -333,10 +347,12 @@ async fn a_poison_event_goes_to_the_dead_letters_and_can_be_replayed() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("outbox_dead_letters 1"), "{metrics}");
-    // The other user's event was not held up by it.
-    assert_eq!(consumer.accepted().len(), 1);
-    assert_eq!(consumer.accepted()[0]["data"]["email"], "fine@example.org");
+    assert!(metrics.contains("outbox_dead_letters 2"), "{metrics}");
+    // The other user's events were not held up by them.
+    assert_eq!(consumer.accepted().len(), 2);
+    for event in consumer.accepted() {
+        assert_eq!(event["data"]["email"], "fine@example.org");
+    }
 
     // Fixed consumer, replay: delivered, dead letters empty.
     consumer.reject_containing(None);
@@ -350,13 +366,17 @@ async fn a_poison_event_goes_to_the_dead_letters_and_can_be_replayed() {
     assert_eq!(status, StatusCode::ACCEPTED);
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            consumer.accepted().len() == 2
+            consumer.accepted().len() == 3
         })
         .await
         .is_some()
     );
-    assert_eq!(consumer.accepted()[1]["id"], id);
-    assert!(dead_letters().await.is_empty());
+    assert_eq!(consumer.accepted()[2]["id"], id);
+    assert_eq!(
+        dead_letters().await.len(),
+        1,
+        "the other one waits for its replay"
+    );
     let (status, _) = admin(
         &client,
         reqwest::Method::POST,
@@ -595,7 +615,7 @@ async fn one_token_serves_many_calls_is_refreshed_and_never_leaves_for_hibp_or_c
     }
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            notifications.accepted().len() == 5
+            notifications.accepted().len() == 10
         })
         .await
         .is_some()
@@ -603,14 +623,14 @@ async fn one_token_serves_many_calls_is_refreshed_and_never_leaves_for_hibp_or_c
     assert_eq!(
         tokens.issued(),
         1,
-        "one token for the config fetch and five notifications"
+        "one token for the config fetch and ten notifications (five verifications, five resets)"
     );
 
     // Past half its lifetime the token is refreshed before use.
     tokio::time::sleep(Duration::from_millis(6300).saturating_sub(first_token.elapsed())).await;
     request_reset_with_captcha(&client, &service, "user0@example.org", "again-0").await;
     wait_until(Duration::from_secs(5), || async {
-        notifications.accepted().len() == 6
+        notifications.accepted().len() == 11
     })
     .await;
     assert_eq!(tokens.issued(), 2);
@@ -620,7 +640,7 @@ async fn one_token_serves_many_calls_is_refreshed_and_never_leaves_for_hibp_or_c
     request_reset_with_captcha(&client, &service, "user1@example.org", "again-1").await;
     assert!(
         wait_until(Duration::from_secs(5), || async {
-            notifications.accepted().len() == 7
+            notifications.accepted().len() == 12
         })
         .await
         .is_some()
@@ -712,7 +732,8 @@ async fn discovery_finds_the_notification_service_through_dns_srv() {
     request_reset(&client, &service, "ana@example.org").await;
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            notifications.accepted().len() == 1
+            // The verification and the reset.
+            notifications.accepted().len() == 2
         })
         .await
         .is_some()
@@ -817,18 +838,18 @@ async fn an_echoed_request_leaks_no_token(storage: Storage) {
     request_reset(&client, &service, "four@example.org").await;
     assert!(
         wait_until(Duration::from_secs(15), || async {
-            dead_letters(&client, &service).await.len() == 1
+            dead_letters(&client, &service).await.len() == 3
         })
         .await
         .is_some(),
-        "the 400 event became a dead letter"
+        "the 400 events (two verifications, one reset) became dead letters"
     );
     // Then a 5xx quoting the request (retried by the gateway, breaker and all).
     notifications.set_health(Health::Echoing(503));
     request_reset(&client, &service, "five@example.org").await;
     assert!(
         wait_until(Duration::from_secs(30), || async {
-            dead_letters(&client, &service).await.len() == 2
+            dead_letters(&client, &service).await.len() == 4
         })
         .await
         .is_some(),
@@ -841,11 +862,16 @@ async fn an_echoed_request_leaks_no_token(storage: Storage) {
     secrets.extend(tokens.all_tokens());
     for event in service.state.store.pending_events().await.unwrap() {
         let data = &event.payload["data"];
-        for key in ["resetToken", "resetLink"] {
-            secrets.push(data[key].as_str().unwrap().to_owned());
+        for key in [
+            "resetToken",
+            "resetLink",
+            "verificationToken",
+            "verificationLink",
+        ] {
+            secrets.extend(data[key].as_str().map(str::to_owned));
         }
     }
-    assert_eq!(secrets.len(), 1 + tokens.all_tokens().len() + 4);
+    assert_eq!(secrets.len(), 1 + tokens.all_tokens().len() + 8);
     // The test would prove nothing if the echoes had not carried them.
     let echoed: String = notifications
         .server
@@ -864,7 +890,10 @@ async fn an_echoed_request_leaks_no_token(storage: Storage) {
         .collect();
     statuses.sort();
     assert!(
-        statuses[0].contains("answered 400") && statuses[1].contains("answered 503"),
+        statuses[..3]
+            .iter()
+            .all(|status| status.contains("answered 400"))
+            && statuses[3].contains("answered 503"),
         "{statuses:?}"
     );
     assert!(

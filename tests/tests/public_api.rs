@@ -950,6 +950,115 @@ async fn every_response_matches_the_served_openapi_document() {
     call!(GET "/admin/security-policies" "/admin/security-policies", None, true);
     call!(GET "/admin/security-policies" "/admin/security-policies", None, false);
 
+    // Sessions, email verification, the account endpoints. Every call that proves a password
+    // carries a fresh CAPTCHA token: the client's failures above may require one.
+    let send_as = |method: Method, path: String, body: Option<Value>, token: Option<String>| {
+        let mut request = client.request(method, service.url(&path));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    macro_rules! as_user {
+        ($method:ident $template:literal $path:expr, $body:expr, $token:expr) => {
+            contract
+                .check(
+                    Method::$method,
+                    $template,
+                    send_as(Method::$method, $path.to_string(), $body, $token)
+                        .await
+                        .unwrap(),
+                )
+                .await
+        };
+    }
+    let person = "sessions@example.org";
+    let (_, registered) =
+        call!(POST "/v1/users", json!({ "email": person, "password": GOOD_PASSWORD }));
+    let user_id = registered["id"].as_str().unwrap().to_owned();
+    let verification = service
+        .state
+        .store
+        .pending_events()
+        .await
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|event| {
+            event.event_type == "EmailVerificationRequestedEventV1"
+                && event.payload["data"]["email"] == person
+        })
+        .and_then(|event| event.payload["data"]["verificationToken"].as_str())
+        .unwrap()
+        .to_owned();
+    let (status, _) = call!(POST "/v1/email/verifications", json!({ "token": verification }));
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call!(POST "/v1/email/verifications", json!({ "token": verification }));
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "a verification token works once"
+    );
+    call!(POST "/v1/email/verification-requests", json!({ "email": person }));
+    call!(POST "/v1/email/verification-requests", json!({ "email": "[bad" }));
+    let login = |captcha: &str| json!({ "email": person, "password": GOOD_PASSWORD, "captcha_token": captcha });
+    let (status, session) = call!(POST "/v1/sessions", login("s-login-1"));
+    assert_eq!(status, StatusCode::OK, "{session}");
+    let token = session["session_token"].as_str().unwrap().to_owned();
+    let me = Some(token.clone());
+    as_user!(GET "/v1/sessions/current" "/v1/sessions/current", None, me.clone());
+    as_user!(GET "/v1/sessions/current" "/v1/sessions/current", None, None);
+    as_user!(GET "/v1/users/me" "/v1/users/me", None, me.clone());
+    as_user!(GET "/v1/users/me" "/v1/users/me", None, Some("garbage".to_owned()));
+    as_user!(GET "/v1/users/{id}" format!("/v1/users/{user_id}"), None, me.clone());
+    as_user!(GET "/v1/users/{id}" format!("/v1/users/{user_id}"), None, Some(ADMIN_TOKEN.to_owned()));
+    as_user!(GET "/v1/users/{id}" "/v1/users/0123456789abcdef0123456789abcdef", None, me.clone());
+    as_user!(GET "/v1/users/{id}" format!("/v1/users/{user_id}"), None, None);
+    as_user!(GET "/v1/sessions" "/v1/sessions", None, me.clone());
+    as_user!(GET "/v1/sessions" "/v1/sessions", None, None);
+    as_user!(PATCH "/v1/users/me" "/v1/users/me", Some(json!({ "display_name": "Ses Sion" })), me.clone());
+    as_user!(PATCH "/v1/users/me" "/v1/users/me", Some(json!({ "display_name": "n".repeat(201) })), me.clone());
+    as_user!(PATCH "/v1/users/me" "/v1/users/me", Some(json!({ "email": "moved@example.org", "current_password": WRONG_PASSWORD, "captcha_token": "s-patch-1" })), me.clone());
+    as_user!(PATCH "/v1/users/me" "/v1/users/me", Some(json!({ "email": email, "current_password": GOOD_PASSWORD, "captcha_token": "s-patch-2" })), me.clone());
+    let (status, moved) = as_user!(PATCH "/v1/users/me" "/v1/users/me", Some(json!({ "email": "moved@example.org", "current_password": GOOD_PASSWORD, "captcha_token": "s-patch-3" })), me.clone());
+    assert_eq!(
+        (status, &moved["pending_email"]),
+        (StatusCode::OK, &json!("moved@example.org"))
+    );
+    as_user!(PATCH "/v1/users/me" "/v1/users/me", Some(json!({ "display_name": "x" })), None);
+    let changed_again = "the sessions passphrase of the year";
+    let (status, _) = as_user!(POST "/v1/password/change" "/v1/password/change", Some(json!({ "current_password": GOOD_PASSWORD, "new_password": changed_again, "captcha_token": "s-change-1" })), me.clone());
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    as_user!(POST "/v1/password/change" "/v1/password/change", Some(json!({ "current_password": GOOD_PASSWORD, "new_password": changed_again })), Some("A".repeat(43)));
+    let login = |captcha: &str| json!({ "email": person, "password": changed_again, "captcha_token": captcha });
+    let (_, second) = call!(POST "/v1/sessions", login("s-login-2"));
+    let second = Some(second["session_token"].as_str().unwrap().to_owned());
+    as_user!(DELETE "/v1/sessions" "/v1/sessions", None, me.clone());
+    as_user!(DELETE "/v1/sessions" "/v1/sessions", None, None);
+    let (status, _) =
+        as_user!(GET "/v1/sessions/current" "/v1/sessions/current", None, second.clone());
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "revoked by the other session"
+    );
+    as_user!(DELETE "/v1/sessions/current" "/v1/sessions/current", None, me.clone());
+    as_user!(DELETE "/v1/sessions/current" "/v1/sessions/current", None, me.clone());
+    let (_, third) = call!(POST "/v1/sessions", login("s-login-3"));
+    let third = Some(third["session_token"].as_str().unwrap().to_owned());
+    call!(DELETE "/admin/users/{id}/sessions" format!("/admin/users/{user_id}/sessions"), None, true);
+    call!(DELETE "/admin/users/{id}/sessions" "/admin/users/nope/sessions", None, true);
+    call!(DELETE "/admin/users/{id}/sessions" format!("/admin/users/{user_id}/sessions"), None, false);
+    as_user!(DELETE "/v1/users/me" "/v1/users/me", Some(json!({ "current_password": changed_again })), third);
+    let (_, fourth) = call!(POST "/v1/sessions", login("s-login-4"));
+    let fourth = Some(fourth["session_token"].as_str().unwrap().to_owned());
+    as_user!(DELETE "/v1/users/me" "/v1/users/me", Some(json!({ "current_password": WRONG_PASSWORD, "captcha_token": "s-delete-1" })), fourth.clone());
+    let (status, _) = as_user!(DELETE "/v1/users/me" "/v1/users/me", Some(json!({ "current_password": changed_again, "captcha_token": "s-delete-2" })), fourth.clone());
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
     // Outside the document: unknown paths, other methods.
     call!(GET "/nowhere" "/nowhere", None, false);
     call!(GET "/v1/users" "/v1/users", None, false);
@@ -976,6 +1085,11 @@ async fn every_response_matches_the_served_openapi_document() {
             json!({ "token": "t", "new_password": "y" }),
         ),
         ("/v1/password/check", json!({ "password": "x" })),
+        ("/v1/email/verifications", json!({ "token": "t" })),
+        (
+            "/v1/email/verification-requests",
+            json!({ "email": "x@example.org" }),
+        ),
     ];
     let mut refused = 0;
     for (path, base) in operations {

@@ -374,6 +374,7 @@ async fn reset_is_enumeration_safe_single_use_and_checked() {
         kinds,
         [
             "UserRegisteredEventV1",
+            "EmailVerificationRequestedEventV1",
             "PasswordResetRequestedEventV1",
             "PasswordChangedEventV1",
             "PasswordChangedEventV1"

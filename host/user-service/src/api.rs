@@ -4,10 +4,12 @@ use crate::{
     app::AppState,
     client_address::throttle_key,
     email::{self, Email},
+    email_verification::{self, Purpose},
     flows::{self, check_new_password, require_captcha, weak_password},
     passwords,
     problem::Problem,
-    store::{OutboxEvent, User, now, random_id},
+    sessions::{self, session_json},
+    store::{OutboxEvent, Revoke, User, now, random_id},
     throttle::{Attempt, Decision},
 };
 use axum::{
@@ -131,7 +133,7 @@ impl RequestMetadata {
 
 /// An outbox event in the documented envelope: `{ id, type, version, occurredAt, data }`, with
 /// the request's metadata as `data.request`.
-fn event(
+pub(crate) fn event(
     event_type: &str,
     aggregate_id: &str,
     mut data: Value,
@@ -249,7 +251,19 @@ pub async fn register(
         json!({ "userId": id, "email": email, "displayName": display_name, "tenant": tenant }),
         &metadata,
     )?;
-    if !state.store.create_user(&user, &registered).await? {
+    let (verification, requested) = email_verification::prepare(
+        &state,
+        &user,
+        &email,
+        &email_display,
+        Purpose::Registration,
+        &metadata,
+    )?;
+    if !state
+        .store
+        .register_user(&user, &verification, &[&registered, &requested])
+        .await?
+    {
         return Err(Problem::new(
             StatusCode::CONFLICT,
             "email-taken",
@@ -278,7 +292,7 @@ pub struct LoginRequest {
 /// Counts a password attempt on the account `email` from `client` and applies the throttle's
 /// decision (see [`crate::throttle`]): `Ok` with the counted attempt when the password may be
 /// checked; the refusal otherwise (the attempt is then taken back).
-async fn throttled_attempt(
+pub(crate) async fn throttled_attempt(
     state: &AppState,
     email: &str,
     client: IpAddr,
@@ -365,11 +379,35 @@ pub async fn login(
         .store
         .record_successful_login(&user.id, reset_required)
         .await?;
+    // Only after the password was proven: a wrong one learns nothing about verification.
+    if flows.require_verified_email
+        && state
+            .store
+            .account_details(&user.id)
+            .await?
+            .is_none_or(|details| details.email_verified_at.is_none())
+    {
+        metrics::counter!("logins_total", "outcome" => "unverified").increment(1);
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "email-not-verified",
+            "The email address is not verified yet",
+        )
+        .detail("Follow the link sent at registration, or ask for a new one at POST /v1/email/verification-requests."));
+    }
+    let (token, session) = sessions::start(&state, &user.id, "password").await?;
     metrics::counter!("logins_total", "outcome" => "succeeded").increment(1);
-    Ok(Json(json!({ "user_id": user.id, "reset_required": reset_required, "password_breached": breached })).into_response())
+    Ok(Json(json!({
+        "user_id": user.id,
+        "reset_required": reset_required,
+        "password_breached": breached,
+        "session_token": token,
+        "session": session_json(&state.config.sessions, &session),
+    }))
+    .into_response())
 }
 
-fn invalid_credentials() -> Problem {
+pub(crate) fn invalid_credentials() -> Problem {
     Problem::new(
         StatusCode::UNAUTHORIZED,
         "invalid-credentials",
@@ -384,6 +422,7 @@ async fn accept_new_password(
     user: &User,
     password: String,
     reason: &str,
+    sessions_revoked: &str,
     metadata: &RequestMetadata,
 ) -> Result<(String, OutboxEvent), Problem> {
     let context = context_words(state, &user.email, user.display_name.as_deref());
@@ -396,7 +435,7 @@ async fn accept_new_password(
     let changed = event(
         "PasswordChangedEventV1",
         &user.id,
-        json!({ "userId": user.id, "email": user.email, "reason": reason }),
+        json!({ "userId": user.id, "email": user.email, "reason": reason, "sessionsRevoked": sessions_revoked }),
         metadata,
     )?;
     Ok((hash, changed))
@@ -405,22 +444,43 @@ async fn accept_new_password(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeRequest {
-    email: String,
+    /// The account, without a session; with one, absent or the session's account.
+    email: Option<String>,
     current_password: String,
     new_password: String,
     /// Required, like a login's, once the account or client has too many failures.
     captcha_token: Option<String>,
 }
 
-/// `POST /v1/password/change`: proving the current password is a login attempt, throttled
-/// and counted like one.
+/// `POST /v1/password/change`: with a session (`Authorization: Bearer`), its user's password,
+/// ending every other session; without one, the `email`'s account (the form that predates
+/// sessions), ending all of its sessions. Either way the current password is proven by a login
+/// attempt, throttled and counted like one.
 pub async fn change_password(
     State(state): State<AppState>,
     ClientAddress(client): ClientAddress,
     metadata: RequestMetadata,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<ChangeRequest>,
 ) -> Result<Response, Problem> {
-    let email = canonical_email(&body.email)?.canonical;
+    let current = match sessions::bearer(&headers) {
+        Some(_) => Some(sessions::authenticate(&state, &headers).await?),
+        None => None,
+    };
+    let email = match (&current, body.email.as_deref()) {
+        (_, Some(typed)) => {
+            let email = canonical_email(typed)?.canonical;
+            if current
+                .as_ref()
+                .is_some_and(|current| current.user.email != email)
+            {
+                return Err(invalid_credentials());
+            }
+            email
+        }
+        (Some(current), None) => current.user.email.clone(),
+        (None, None) => return Err(sessions::unauthenticated()),
+    };
     if body.current_password.len() > flows::MAX_PASSWORD_BYTES {
         return Err(invalid_credentials());
     }
@@ -442,12 +502,23 @@ pub async fn change_password(
         return Err(invalid_credentials());
     };
     state.throttle.succeeded(&attempt).await?;
-    let (hash, changed) =
-        accept_new_password(&state, user, body.new_password, "change", &metadata).await?;
+    let (revoke, revoked) = match &current {
+        Some(current) => (Revoke::AllBut(&current.session.id), "others"),
+        None => (Revoke::All, "all"),
+    };
+    let (hash, changed) = accept_new_password(
+        &state,
+        user,
+        body.new_password,
+        "change",
+        revoked,
+        &metadata,
+    )
+    .await?;
     // Clears the failure count too.
     state
         .store
-        .set_password(&user.id, &hash, None, &changed)
+        .set_password_revoking(&user.id, &hash, None, revoke, &changed)
         .await?;
     state.outbox_waker.notify_one();
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -540,10 +611,10 @@ pub async fn complete_reset(
         .await?
         .ok_or_else(invalid)?;
     let (password_hash, changed) =
-        accept_new_password(&state, &user, body.new_password, "reset", &metadata).await?;
+        accept_new_password(&state, &user, body.new_password, "reset", "all", &metadata).await?;
     if !state
         .store
-        .set_password(&user.id, &password_hash, Some(&hash), &changed)
+        .set_password_revoking(&user.id, &password_hash, Some(&hash), Revoke::All, &changed)
         .await?
     {
         return Err(invalid());

@@ -1,7 +1,7 @@
 //! Wiring: state, router, middleware, and start-up (database, bundled plugins, policy host).
 
 use crate::{
-    admin_outbound, admin_plugin_source, api,
+    accounts, admin_outbound, admin_plugin_source, api,
     config::ServiceConfig,
     openapi,
     outbound::{InternalClient, discovery::Discovery, token::TokenSource},
@@ -9,7 +9,7 @@ use crate::{
     problem,
     request_limits::HeaderLimits,
     security_policy::{PolicySlots, SecurityPolicyService},
-    server,
+    server, sessions,
     store::Store,
     throttle::LoginThrottle,
 };
@@ -18,7 +18,7 @@ use axum::{
     extract::{DefaultBodyLimit, MatchedPath, Request},
     middleware::{self, Next},
     response::Response,
-    routing::{get, post},
+    routing::{delete, get, post},
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use policy_host::{PolicyHost, egress::EgressGateway};
@@ -162,11 +162,39 @@ pub fn router(state: AppState) -> Router {
     };
     Router::new()
         .route("/v1/users", post(api::register))
-        .route("/v1/sessions", post(api::login))
+        .route(
+            "/v1/sessions",
+            post(api::login)
+                .get(sessions::list)
+                .delete(sessions::revoke_others),
+        )
+        .route(
+            "/v1/sessions/current",
+            get(sessions::whoami).delete(sessions::logout),
+        )
+        .route(
+            "/v1/users/me",
+            get(accounts::me)
+                .patch(accounts::patch_me)
+                .delete(accounts::delete_me),
+        )
+        .route("/v1/users/{id}", get(accounts::by_id))
+        .route(
+            "/v1/email/verifications",
+            post(crate::email_verification::verify),
+        )
+        .route(
+            "/v1/email/verification-requests",
+            post(crate::email_verification::resend),
+        )
         .route("/v1/password/change", post(api::change_password))
         .route("/v1/password/reset-requests", post(api::request_reset))
         .route("/v1/password/resets", post(api::complete_reset))
         .route("/v1/password/check", post(api::check_password))
+        .route(
+            "/admin/users/{id}/sessions",
+            delete(sessions::admin_revoke_all),
+        )
         .route("/admin/plugins", get(api::list_plugins))
         .route("/admin/plugins/{name}/reload", post(api::reload_plugin))
         .route("/admin/plugins/{name}/rollback", post(api::rollback_plugin))

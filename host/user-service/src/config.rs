@@ -39,6 +39,8 @@ pub struct ServiceConfig {
     pub install_bundled_plugins: bool,
     /// The decisions each flow asks for (`[flows]`).
     pub flows: FlowConfig,
+    /// Session lifetimes (`[sessions]`).
+    pub sessions: crate::sessions::SessionConfig,
     /// The policy host: plugin directory, limits, slots, egress (`[plugins]`).
     pub plugins: HostConfig,
     /// How the service's own calls to internal services are made (`[outbound]`: call policy
@@ -101,6 +103,21 @@ pub struct FlowConfig {
     /// (`reset-link`).
     #[serde(rename = "reset-link")]
     pub reset_link: String,
+    /// Lifetime of an email-verification token, in seconds (`verification-token-ttl-s`).
+    #[serde(rename = "verification-token-ttl-s")]
+    pub verification_token_ttl_s: u64,
+    /// The link a verification notification carries; `{token}` is replaced by the token
+    /// (`verification-link`).
+    #[serde(rename = "verification-link")]
+    pub verification_link: String,
+    /// At most one re-sent verification per account per this many seconds
+    /// (`verification-resend-interval-s`).
+    #[serde(rename = "verification-resend-interval-s")]
+    pub verification_resend_interval_s: u64,
+    /// Refuse logins (`403 email-not-verified`) until the address is verified
+    /// (`require-verified-email`).
+    #[serde(rename = "require-verified-email")]
+    pub require_verified_email: bool,
 }
 
 impl Default for FlowConfig {
@@ -115,6 +132,10 @@ impl Default for FlowConfig {
             client_failures_window_s: 3600,
             reset_token_ttl_s: 3600,
             reset_link: "http://127.0.0.1:8080/reset-password?token={token}".to_owned(),
+            verification_token_ttl_s: 86_400,
+            verification_link: "http://127.0.0.1:8080/verify-email?token={token}".to_owned(),
+            verification_resend_interval_s: 60,
+            require_verified_email: false,
         }
     }
 }
@@ -139,6 +160,7 @@ impl Default for ServiceConfig {
             max_body_bytes: 64 << 10,
             install_bundled_plugins: true,
             flows: FlowConfig::default(),
+            sessions: crate::sessions::SessionConfig::default(),
             plugins,
             outbound: default_outbound(),
             services: BTreeMap::new(),
@@ -305,6 +327,14 @@ mod tests {
             defaults.plugins.egress.defaults.breaker.minimum_calls
         );
         assert_eq!(parsed.flows.reset_link, defaults.flows.reset_link);
+        assert_eq!(
+            parsed.flows.verification_link,
+            defaults.flows.verification_link
+        );
+        assert_eq!(
+            format!("{:?}", parsed.sessions),
+            format!("{:?}", defaults.sessions)
+        );
         assert_eq!(
             parsed.flows.client_failures_window_s,
             defaults.flows.client_failures_window_s

@@ -1,6 +1,8 @@
-//! The User Service: registration, login, password change and reset, with the password policy,
+//! The User Service: registration, login sessions, email verification, the account
+//! endpoints, password change and reset, with the password policy,
 //! breach check and CAPTCHA decided by WebAssembly plugins in an embedded [`policy_host`].
 
+pub mod accounts;
 pub mod admin_outbound;
 pub mod admin_plugin_source;
 pub mod api;
@@ -8,6 +10,7 @@ pub mod app;
 pub mod client_address;
 pub mod config;
 pub mod email;
+pub mod email_verification;
 pub mod flows;
 pub mod openapi;
 pub mod outbound;
@@ -17,6 +20,7 @@ pub mod problem;
 pub mod request_limits;
 pub mod security_policy;
 pub mod server;
+pub mod sessions;
 pub mod store;
 pub mod throttle;
 

@@ -10,6 +10,7 @@
 use crate::{
     api::{MAX_DISPLAY_NAME_BYTES, MAX_RESET_TOKEN_BYTES},
     email::MAX_EMAIL_BYTES,
+    email_verification::MAX_VERIFICATION_TOKEN_BYTES,
     flows::MAX_PASSWORD_BYTES,
 };
 use axum::Json;
@@ -160,6 +161,37 @@ fn admin(
     operation(summary, None, &[], Value::Object(responses), extra)
 }
 
+/// An operation that needs a session (`Authorization: Bearer <session_token>`): its `401`
+/// carries `unauthenticated` on top of `unauthorized_kinds`.
+fn with_session(
+    summary: &str,
+    body: Option<Value>,
+    bad_request: &[&str],
+    responses: Value,
+    unauthorized_kinds: &[&str],
+) -> Value {
+    let mut responses = match responses {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    let mut kinds = vec!["unauthenticated"];
+    kinds.extend_from_slice(unauthorized_kinds);
+    responses.insert(
+        "401".into(),
+        problem(
+            "No, a malformed, unknown, expired or revoked session token; or what the operation names",
+            &kinds,
+        ),
+    );
+    operation(
+        summary,
+        body,
+        bad_request,
+        Value::Object(responses),
+        json!({ "security": [{ "session": [] }] }),
+    )
+}
+
 /// `GET /openapi.json`
 pub async fn document() -> Json<Value> {
     Json(build())
@@ -180,6 +212,13 @@ pub fn build() -> Value {
             More than {MAX_PASSWORD_BYTES} bytes: refused (`too-long`, or wrong credentials).")
     });
     let captcha_token = json!({ "type": ["string", "null"], "description": "The CAPTCHA widget's token, when one is required" });
+    let nullable = |schema: &Value| {
+        let mut schema = schema.clone();
+        schema["type"] = json!(["string", "null"]);
+        schema
+    };
+    let optional_email = nullable(&email);
+    let optional_password = nullable(&password);
     let string = json!({ "type": "string" });
     let id = json!({ "type": "string", "pattern": "^[0-9a-f]{32}$" });
     let findings = json!({ "type": "array", "items": { "$ref": "#/components/schemas/Finding" } });
@@ -218,6 +257,46 @@ pub fn build() -> Value {
         json!({ "outcome": { "enum": ["swapped", "unchanged", "rolled-back"] }, "from": { "type": ["string", "null"] }, "version": string, "sha256": string }),
     );
     let replayed = status_object(json!({ "replayed": { "type": "integer", "minimum": 0 } }));
+    let revoked = status_object(json!({ "revoked": { "type": "integer", "minimum": 0 } }));
+    let session = json!({ "$ref": "#/components/schemas/Session" });
+    let user = json!({ "$ref": "#/components/schemas/User" });
+    let session_schema = object(
+        &[
+            "id",
+            "user_id",
+            "created_at",
+            "expires_at",
+            "idle_expires_at",
+            "authenticated_with",
+        ],
+        json!({
+            "id": id, "user_id": id,
+            "created_at": { "type": "integer", "description": "Unix seconds" },
+            "expires_at": { "type": "integer", "description": "Unix seconds: the absolute end (`sessions.absolute-lifetime-s` after login)" },
+            "idle_expires_at": { "type": "integer", "description": "Unix seconds: the end if unused (`sessions.idle-timeout-s` after the last recorded use, at most `expires_at`)" },
+            "authenticated_with": { "enum": ["password"] },
+            "current": { "type": "boolean", "description": "In lists: the caller's session" }
+        }),
+    );
+    let user_schema = object(
+        &[
+            "id",
+            "email",
+            "email_display",
+            "display_name",
+            "email_verified",
+            "pending_email",
+            "created_at",
+        ],
+        json!({
+            "id": id, "email": { "type": "string", "description": "The canonical form" },
+            "email_display": { "type": "string", "description": "As typed" },
+            "display_name": { "type": ["string", "null"] },
+            "email_verified": { "type": "boolean" },
+            "pending_email": { "type": ["string", "null"], "description": "A new address waiting for verification" },
+            "created_at": { "type": "integer", "description": "Unix seconds" }
+        }),
+    );
 
     json!({
         "openapi": "3.1.0",
@@ -258,22 +337,109 @@ pub fn build() -> Value {
                 Some(object(&["email", "password"], json!({ "email": email, "password": password, "captcha_token": captcha_token }))),
                 &["invalid-email"],
                 json!({
-                    "200": json_response("Logged in; `reset_required` when the password is now known to be breached", object(&["user_id", "reset_required", "password_breached"], json!({
-                        "user_id": id, "reset_required": { "type": "boolean" }, "password_breached": { "type": "boolean" }
+                    "200": json_response("Logged in: a new session and its token (shown once). `reset_required` when the password is now known to be breached", object(&["user_id", "reset_required", "password_breached", "session_token", "session"], json!({
+                        "user_id": id, "reset_required": { "type": "boolean" }, "password_breached": { "type": "boolean" },
+                        "session_token": { "type": "string", "pattern": "^[A-Za-z0-9_-]{43}$", "description": "256 random bits, base64url; send as `Authorization: Bearer <session_token>`. Only its SHA-256 is stored." },
+                        "session": session
                     }))),
                     "401": problem("Wrong email or password, or a CAPTCHA is required (too many failures for the account or the client)", &["invalid-credentials", "captcha-required"]),
-                    "403": problem("The CAPTCHA was refused", &captcha),
+                    "403": problem("The CAPTCHA was refused, or the address is not verified yet (`flows.require-verified-email`)", &["captcha-failed", "captcha-challenge", "email-not-verified"]),
                     "429": problem("The account is locked until a password reset", &["account-locked"])
+                }),
+                json!({}),
+            ),
+                "get": with_session("This user's live sessions (never their tokens)", None, &[], json!({
+                    "200": json_response("Sessions, newest first; `current` marks the caller's", object(&["sessions"], json!({ "sessions": { "type": "array", "items": {
+                        "allOf": [session.clone()], "required": ["current"], "properties": { "current": { "type": "boolean" } }
+                    } } })))
+                }), &[]),
+                "delete": with_session("End every other session of this user", None, &[], json!({
+                    "200": json_response("How many ended", revoked.clone())
+                }), &[])
+            },
+            "/v1/sessions/current": {
+                "get": with_session("Who am I: this session and its user", None, &[], json!({
+                    "200": json_response("The session and its user", object(&["session", "user"], json!({ "session": session, "user": user })))
+                }), &[]),
+                "delete": with_session("Log out: end this session", None, &[], json!({
+                    "204": no_content("Ended")
+                }), &[])
+            },
+            "/v1/users/me": {
+                "get": with_session("This session's user", None, &[], json!({
+                    "200": json_response("The user", user.clone())
+                }), &[]),
+                "patch": with_session(
+                    "Change the display name, or the email (with the current password; the new address replaces the old one once verified)",
+                    Some(object(&[], json!({
+                        "display_name": { "type": ["string", "null"], "maxLength": MAX_DISPLAY_NAME_BYTES, "description": "Trimmed; `null` or blank removes it; at most 200 bytes" },
+                        "email": optional_email,
+                        "current_password": optional_password,
+                        "captcha_token": captcha_token
+                    }))),
+                    &["invalid-email", "invalid-display-name"],
+                    json!({
+                        "200": json_response("The user; `pending_email` while a new address waits for verification", user.clone()),
+                        "403": problem("The CAPTCHA was refused", &captcha),
+                        "409": problem("Another account has the new address", &["email-taken"]),
+                        "429": problem("The account is locked until a password reset", &["account-locked"])
+                    }),
+                    &["invalid-credentials", "captcha-required"],
+                ),
+                "delete": with_session(
+                    "Delete the account (with the current password): credentials, sessions, tokens go; `UserDeletedEventV1`",
+                    Some(object(&["current_password"], json!({ "current_password": password, "captcha_token": captcha_token }))),
+                    &[],
+                    json!({
+                        "204": no_content("Deleted"),
+                        "403": problem("The CAPTCHA was refused", &captcha),
+                        "429": problem("The account is locked until a password reset", &["account-locked"])
+                    }),
+                    &["invalid-credentials", "captcha-required"],
+                )
+            },
+            "/v1/users/{id}": { "get": operation(
+                "A user: the user itself (session token) or an admin (admin token)",
+                None,
+                &[],
+                json!({
+                    "200": json_response("The user", user.clone()),
+                    "401": problem("No, a malformed, unknown, expired or revoked token", &["unauthenticated"]),
+                    "404": problem("No such user, or not the caller's", &["not-found"])
+                }),
+                json!({
+                    "security": [{ "session": [] }, { "bearer": [] }],
+                    "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }]
+                }),
+            )},
+            "/v1/email/verifications": { "post": operation(
+                "Verify an address with the token from EmailVerificationRequestedEventV1",
+                Some(object(&["token"], json!({ "token": { "type": "string", "maxLength": MAX_VERIFICATION_TOKEN_BYTES } }))),
+                &["invalid-verification-token"],
+                json!({
+                    "200": json_response("Verified: the address is the account's", object(&["user_id", "email", "email_verified"], json!({
+                        "user_id": id, "email": string, "email_verified": { "const": true }
+                    }))),
+                    "409": problem("A pending change to an address another account took meanwhile", &["email-taken"])
+                }),
+                json!({}),
+            )},
+            "/v1/email/verification-requests": { "post": operation(
+                "Send the verification again (always 202; at most one per `verification-resend-interval-s` per account)",
+                Some(object(&["email"], json!({ "email": email }))),
+                &["invalid-email"],
+                json!({
+                    "202": json_response("Accepted", object(&["status"], json!({ "status": { "const": "accepted" } })))
                 }),
                 json!({}),
             )},
             "/v1/password/change": { "post": operation(
-                "Change password (proving the current one counts as a login attempt)",
-                Some(object(&["email", "current_password", "new_password"], json!({ "email": email, "current_password": password, "new_password": password, "captcha_token": captcha_token }))),
+                "Change password: with a session (other sessions end) or, without one, with `email` (every session ends); proving the current password counts as a login attempt",
+                Some(object(&["current_password", "new_password"], json!({ "email": optional_email, "current_password": password, "new_password": password, "captcha_token": captcha_token }))),
                 &["invalid-email"],
                 json!({
                     "204": no_content("Changed"),
-                    "401": problem("Wrong email or current password, or a CAPTCHA is required", &["invalid-credentials", "captcha-required"]),
+                    "401": problem("Wrong email or current password, a CAPTCHA is required, or neither a session nor `email`, or a bad session token", &["invalid-credentials", "captcha-required", "unauthenticated"]),
                     "403": problem("The CAPTCHA was refused", &captcha),
                     "422": problem("The new password is refused", &["weak-password"]),
                     "429": problem("The account is locked until a password reset", &["account-locked"])
@@ -324,6 +490,9 @@ pub fn build() -> Value {
                 }),
                 json!({}),
             )},
+            "/admin/users/{id}/sessions": { "delete": admin("End every session of a user", json!({
+                "200": json_response("How many ended", revoked)
+            }), &["unknown-user"], Some("id")) },
             "/admin/plugins": { "get": admin("List plugins", json!({
                 "200": json_response("Plugins", object(&["plugins"], json!({ "plugins": { "type": "array", "items": plugin } })))
             }), &[], None) },
@@ -387,7 +556,10 @@ pub fn build() -> Value {
             }), json!({})) }
         },
         "components": {
-            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "securitySchemes": {
+                "bearer": { "type": "http", "scheme": "bearer", "description": "The admin token" },
+                "session": { "type": "http", "scheme": "bearer", "description": "A session token from `POST /v1/sessions`" }
+            },
             "responses": {
                 "NotFound": problem("No such path (any path not listed)", &["not-found"]),
                 "MethodNotAllowed": problem("A listed path with a method it does not have; `Allow` lists those it has", &["method-not-allowed"])
@@ -405,7 +577,9 @@ pub fn build() -> Value {
                         "findings": findings
                     }
                 },
-                "Finding": object(&["code", "message"], json!({ "code": string, "message": string }))
+                "Finding": object(&["code", "message"], json!({ "code": string, "message": string })),
+                "Session": session_schema,
+                "User": user_schema
             }
         }
     })

@@ -4,6 +4,12 @@
 //! Every state change that produces an event writes the event into `outbox` in the same
 //! transaction, so a crash can't lose one (the relay that delivers them is its own piece).
 
+mod accounts;
+mod sessions;
+
+pub use accounts::{AccountDetails, NewVerification, PendingVerification, VerifyOutcome};
+pub use sessions::{Revoke, StoredSession};
+
 use serde_json::Value;
 use sqlx::{AnyPool, Row, any::AnyPoolOptions};
 use std::{
@@ -171,6 +177,22 @@ impl Store {
             sqlx::query(statement).execute(&pool).await?;
         }
         sqlx::query(CLIENT_FAILURES_SCHEMA).execute(&pool).await?;
+        for statement in sessions::SCHEMA.iter().chain(accounts::SCHEMA) {
+            sqlx::query(statement).execute(&pool).await?;
+        }
+        let has_verified =
+            || sqlx::query("SELECT email_verified_at FROM users LIMIT 1").fetch_optional(&pool);
+        if has_verified().await.is_err()
+            && let Err(error) = sqlx::query(accounts::EMAIL_VERIFIED_COLUMN)
+                .execute(&pool)
+                .await
+            // Another replica starting at the same moment may have added it first.
+            && has_verified().await.is_err()
+        {
+            return Err(anyhow::anyhow!(
+                "cannot add users.email_verified_at: {error}"
+            ));
+        }
         let has_display =
             || sqlx::query("SELECT email_display FROM users LIMIT 1").fetch_optional(&pool);
         if has_display().await.is_err()
@@ -262,19 +284,7 @@ impl Store {
     /// Creates a user and its `UserRegisteredEventV1` atomically. `Ok(false)` when the email is taken.
     pub async fn create_user(&self, user: &User, event: &OutboxEvent) -> sqlx::Result<bool> {
         let mut transaction = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO users (id, email, display_name, password_hash, created_at, failed_logins, reset_required, email_display)
-             VALUES ($1, $2, $3, $4, $5, 0, 0, $6) ON CONFLICT (email) DO NOTHING",
-        )
-        .bind(&user.id)
-        .bind(&user.email)
-        .bind(&user.display_name)
-        .bind(&user.password_hash)
-        .bind(now())
-        .bind(&user.email_display)
-        .execute(&mut *transaction)
-        .await?;
-        if inserted.rows_affected() == 0 {
+        if !insert_user(&mut transaction, user).await? {
             transaction.rollback().await?;
             return Ok(false);
         }
@@ -399,6 +409,25 @@ impl Store {
         reset_token_hash: Option<&str>,
         event: &OutboxEvent,
     ) -> sqlx::Result<bool> {
+        self.set_password_revoking(
+            user_id,
+            password_hash,
+            reset_token_hash,
+            Revoke::Nothing,
+            event,
+        )
+        .await
+    }
+
+    /// [`Store::set_password`], ending the sessions `revoke` names in the same transaction.
+    pub async fn set_password_revoking(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        reset_token_hash: Option<&str>,
+        revoke: Revoke<'_>,
+        event: &OutboxEvent,
+    ) -> sqlx::Result<bool> {
         let mut transaction = self.pool.begin().await?;
         if let Some(token_hash) = reset_token_hash {
             let consumed = sqlx::query("UPDATE reset_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1")
@@ -416,6 +445,7 @@ impl Store {
             .bind(user_id)
             .execute(&mut *transaction)
             .await?;
+        revoke.apply(&mut transaction, user_id).await?;
         insert_event(&mut transaction, event).await?;
         transaction.commit().await?;
         Ok(true)
@@ -718,6 +748,26 @@ async fn insert_event(
         .execute(&mut **transaction)
         .await?;
     Ok(())
+}
+
+/// Inserts `user` unless its email is taken (`Ok(false)`).
+async fn insert_user(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
+    user: &User,
+) -> sqlx::Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO users (id, email, display_name, password_hash, created_at, failed_logins, reset_required, email_display)
+         VALUES ($1, $2, $3, $4, $5, 0, 0, $6) ON CONFLICT (email) DO NOTHING",
+    )
+    .bind(&user.id)
+    .bind(&user.email)
+    .bind(&user.display_name)
+    .bind(&user.password_hash)
+    .bind(now())
+    .bind(&user.email_display)
+    .execute(&mut **transaction)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
 }
 
 fn user_from_row(row: &sqlx::any::AnyRow) -> sqlx::Result<User> {

@@ -1,5 +1,5 @@
 //! Where the relay delivers events: an HTTP event endpoint, a JSON-lines file, and the direct
-//! `POST /notifications/email` fallback for password resets.
+//! `POST /notifications/email` fallback for password resets and email verifications.
 
 use crate::{
     outbound::{InternalClient, InternalRequest, OutboundError, scrub::describe_response},
@@ -40,8 +40,9 @@ pub enum SinkConfig {
         path: PathBuf,
     },
     /// The direct notification call, for Notification Services that take them:
-    /// `PasswordResetRequestedEventV1` becomes `POST <service>/notifications/email`; other event
-    /// types are not for this sink and count as delivered.
+    /// `PasswordResetRequestedEventV1` and `EmailVerificationRequestedEventV1` become
+    /// `POST <service>/notifications/email`; other event types are not for this sink and count
+    /// as delivered.
     NotificationEmail {
         #[serde(default)]
         name: Option<String>,
@@ -146,20 +147,9 @@ impl Sink {
                     .map_err(DeliveryError::failed)
             }
             SinkConfig::NotificationEmail { service, path, .. } => {
-                if event.event_type != "PasswordResetRequestedEventV1" {
+                let Some(body) = notification_email(event)? else {
                     return Ok(());
-                }
-                let data = &event.payload["data"];
-                let (Some(to), Some(reset_link)) =
-                    (data["email"].as_str(), data["resetLink"].as_str())
-                else {
-                    return Err(DeliveryError::failed("the event has no email or resetLink"));
                 };
-                let body = json!({
-                    "to": to,
-                    "templateId": "password-reset",
-                    "context": { "resetLink": reset_link, "userName": data["userName"] },
-                });
                 self.post(
                     service,
                     path,
@@ -211,6 +201,28 @@ impl Sink {
     }
 }
 
+/// The direct notification an event becomes: `PasswordResetRequestedEventV1` the
+/// `password-reset` template, `EmailVerificationRequestedEventV1` the `email-verification`
+/// one; `None` for every other type (not for this sink).
+fn notification_email(event: &OutboxEvent) -> Result<Option<serde_json::Value>, DeliveryError> {
+    let (template, link_key) = match event.event_type.as_str() {
+        "PasswordResetRequestedEventV1" => ("password-reset", "resetLink"),
+        "EmailVerificationRequestedEventV1" => ("email-verification", "verificationLink"),
+        _ => return Ok(None),
+    };
+    let data = &event.payload["data"];
+    let (Some(to), Some(link)) = (data["email"].as_str(), data[link_key].as_str()) else {
+        return Err(DeliveryError::failed(format!(
+            "the event has no email or {link_key}"
+        )));
+    };
+    Ok(Some(json!({
+        "to": to,
+        "templateId": template,
+        "context": { link_key: link, "userName": data["userName"] },
+    })))
+}
+
 fn append_line(path: &std::path::Path, line: &[u8]) -> Result<(), String> {
     let describe = |error: std::io::Error| format!("{}: {error}", path.display());
     if let Some(parent) = path
@@ -226,4 +238,44 @@ fn append_line(path: &std::path::Path, line: &[u8]) -> Result<(), String> {
         .map_err(describe)?;
     file.write_all(line).map_err(describe)?;
     file.sync_data().map_err(describe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(event_type: &str, data: serde_json::Value) -> OutboxEvent {
+        OutboxEvent {
+            id: "e".into(),
+            event_type: event_type.into(),
+            aggregate_id: "u".into(),
+            payload: json!({ "data": data }),
+        }
+    }
+
+    #[test]
+    fn verification_and_reset_events_map_to_their_templates() {
+        let verification = event(
+            "EmailVerificationRequestedEventV1",
+            json!({ "email": "a@example.org", "verificationLink": "https://x/v?token=t", "userName": "Ann" }),
+        );
+        let body = notification_email(&verification).ok().flatten().unwrap();
+        assert_eq!(body["templateId"], "email-verification");
+        assert_eq!(body["to"], "a@example.org");
+        assert_eq!(body["context"]["verificationLink"], "https://x/v?token=t");
+        let reset = event(
+            "PasswordResetRequestedEventV1",
+            json!({ "email": "a@example.org", "resetLink": "https://x/r", "userName": null }),
+        );
+        let body = notification_email(&reset).ok().flatten().unwrap();
+        assert_eq!(body["templateId"], "password-reset");
+        assert_eq!(body["context"]["resetLink"], "https://x/r");
+        assert!(matches!(
+            notification_email(&event("UserDeletedEventV1", json!({}))),
+            Ok(None)
+        ));
+        assert!(
+            notification_email(&event("EmailVerificationRequestedEventV1", json!({}))).is_err()
+        );
+    }
 }
