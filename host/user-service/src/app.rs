@@ -136,6 +136,7 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<AppState> {
     let outbox_waker = relay.waker();
     let mut tasks = Vec::new();
     if config.events.relay {
+        relay.prepare(std::time::Duration::from_secs(5)).await?;
         tasks.push(tokio::spawn(relay.run()));
     }
     tasks.extend(security.refresh_task());

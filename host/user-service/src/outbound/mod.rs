@@ -9,6 +9,7 @@
 //! What a failed call may say in a log line or a stored error is decided in [`scrub`]: status
 //! and size of an answer, never its body, and never a token or secret the service knows.
 
+pub mod assertion;
 pub mod discovery;
 pub mod scrub;
 pub mod token;
@@ -61,6 +62,9 @@ pub struct InternalRequest<'a> {
     pub json: Option<Bytes>,
     /// Sent as `Idempotency-Key`; makes a POST safe to retry.
     pub idempotency_key: Option<&'a str>,
+    /// Further headers (`traceparent`, CloudEvents `ce-*`); a `content-type` here replaces
+    /// the default `application/json`.
+    pub headers: Vec<(&'static str, String)>,
     /// Total time for the call, retries included.
     pub timeout: Duration,
 }
@@ -190,8 +194,15 @@ fn build_request(
         .method(call.method.clone())
         .uri(url)
         .header(header::ACCEPT, "application/json");
-    if call.json.is_some() {
+    let own_content_type = call
+        .headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+    if call.json.is_some() && !own_content_type {
         builder = builder.header(header::CONTENT_TYPE, "application/json");
+    }
+    for (name, value) in &call.headers {
+        builder = builder.header(*name, value.as_str());
     }
     if let Some(key) = call.idempotency_key {
         builder = builder.header(IDEMPOTENCY_HEADER, key);
