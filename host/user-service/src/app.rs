@@ -206,6 +206,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(problem::ensure_problem))
         .layer(CatchPanicLayer::custom(problem::from_panic))
         .layer(middleware::from_fn(record_request))
+        .layer(middleware::from_fn(crate::trace_context::trace_request))
         .with_state(state)
 }
 

@@ -19,6 +19,7 @@ pub mod security_policy;
 pub mod server;
 pub mod store;
 pub mod throttle;
+pub mod trace_context;
 
 pub use app::{AppState, router, serve, start};
 pub use config::ServiceConfig;

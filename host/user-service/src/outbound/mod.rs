@@ -153,13 +153,22 @@ impl InternalClient {
             OutboundError::Misconfigured(format!("service `{}`: {message}", call.service))
         })?;
         let url = format!("{}{}", resolved.base_url, call.path);
+        // The call's trace: the one it brings (an event's), the request's being served, or a
+        // trace of its own.
+        let traceparent = call
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("traceparent"))
+            .map(|(_, value)| value.clone())
+            .or_else(policy_host::egress::trace::current)
+            .unwrap_or_else(|| crate::trace_context::TraceContext::root().traceparent());
         let mut refreshed = false;
         loop {
             let token = match &self.auth {
-                Some(auth) => Some(auth.token().await?),
+                Some(auth) => Some(auth.token_in_trace(Some(&traceparent)).await?),
                 None => None,
             };
-            let request = build_request(call, &url, token.as_deref())?;
+            let request = build_request(call, &url, token.as_deref(), &traceparent)?;
             let response = self
                 .gateway
                 .send(&egress, request, None, deadline)
@@ -189,11 +198,13 @@ fn build_request(
     call: &InternalRequest<'_>,
     url: &str,
     token: Option<&str>,
+    traceparent: &str,
 ) -> Result<Request<Bytes>, OutboundError> {
     let mut builder = Request::builder()
         .method(call.method.clone())
         .uri(url)
-        .header(header::ACCEPT, "application/json");
+        .header(header::ACCEPT, "application/json")
+        .header("traceparent", traceparent);
     let own_content_type = call
         .headers
         .iter()
@@ -202,7 +213,9 @@ fn build_request(
         builder = builder.header(header::CONTENT_TYPE, "application/json");
     }
     for (name, value) in &call.headers {
-        builder = builder.header(*name, value.as_str());
+        if !name.eq_ignore_ascii_case("traceparent") {
+            builder = builder.header(*name, value.as_str());
+        }
     }
     if let Some(key) = call.idempotency_key {
         builder = builder.header(IDEMPOTENCY_HEADER, key);

@@ -212,12 +212,25 @@ impl TokenSource {
     /// A token valid now: the cached one, or a fresh one when it is due for refresh. While the
     /// endpoint fails, a cached token that has not expired yet is still used.
     pub async fn token(&self) -> Result<Arc<str>, OutboundError> {
+        self.token_in_trace(None).await
+    }
+
+    /// [`Self::token`], a fetch carrying `traceparent` (the trace of the call that needs the
+    /// token; a trace of its own when `None`).
+    pub async fn token_in_trace(
+        &self,
+        traceparent: Option<&str>,
+    ) -> Result<Arc<str>, OutboundError> {
         let mut current = self.current.lock().await;
         let now = Instant::now();
         if let Some(token) = current.as_ref().filter(|token| now < token.refresh_at) {
             return Ok(token.value.clone());
         }
-        match self.fetch().await {
+        let traceparent = traceparent.map_or_else(
+            || crate::trace_context::TraceContext::root().traceparent(),
+            str::to_owned,
+        );
+        match self.fetch(&traceparent).await {
             Ok(token) => {
                 let value = token.value.clone();
                 self.remember(&value);
@@ -256,7 +269,7 @@ impl TokenSource {
         recent.push_back(token.clone());
     }
 
-    async fn fetch(&self) -> Result<AccessToken, OutboundError> {
+    async fn fetch(&self, traceparent: &str) -> Result<AccessToken, OutboundError> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("service_auth_token_fetches_total").increment(1);
         // With a client secret: HTTP Basic. With an assertion: the JWT in the form (RFC 7523).
@@ -298,7 +311,8 @@ impl TokenSource {
             .method(Method::POST)
             .uri(&self.config.token_url)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(header::ACCEPT, "application/json");
+            .header(header::ACCEPT, "application/json")
+            .header("traceparent", traceparent);
         if let Some(authorization) = authorization {
             request = request.header(header::AUTHORIZATION, authorization);
         }

@@ -182,6 +182,9 @@ impl NatsSink {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", event.id.as_str());
         headers.insert("Content-Type", cloudevents::STRUCTURED_CONTENT_TYPE);
+        if let Some(traceparent) = cloudevents::traceparent(event) {
+            headers.insert("traceparent", traceparent);
+        }
         let subject = self.subject(&event.event_type);
         let ack = context
             .publish_with_headers(subject.clone(), headers, Bytes::from(body))

@@ -187,10 +187,16 @@ impl Sink {
                 let (body, headers) = match mode {
                     HttpMode::Structured => (
                         cloudevents::structured(event, &self.source),
-                        vec![(
+                        [(
                             "content-type",
                             cloudevents::STRUCTURED_CONTENT_TYPE.to_owned(),
-                        )],
+                        )]
+                        .into_iter()
+                        .chain(
+                            cloudevents::traceparent(event)
+                                .map(|traceparent| ("traceparent", traceparent.to_owned())),
+                        )
+                        .collect(),
                     ),
                     HttpMode::Binary => (
                         cloudevents::data(event),
