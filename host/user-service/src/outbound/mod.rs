@@ -106,6 +106,12 @@ impl InternalClient {
         self.gateway.defaults().breaker.open_for
     }
 
+    /// The circuit-breaker settings of internal destinations (`[outbound] defaults.breaker`),
+    /// for sinks that do not call through the gateway (NATS).
+    pub fn breaker_config(&self) -> policy_host::egress::config::BreakerConfig {
+        self.gateway.defaults().breaker.clone()
+    }
+
     /// A scrubber for every sensitive value this client knows now: the access tokens, the
     /// client secret and the gateway's secrets.
     pub fn scrubber(&self) -> Scrubber {

@@ -10,6 +10,9 @@
 //! - **No acknowledgement, no delivery**: a nack (`no responders`, a JetStream error), a
 //!   timeout or a lost connection is a failed attempt, retried with the relay's backoff and
 //!   dead-lettered after `max-attempts` like any other sink's.
+//! - **A circuit breaker** (the `[outbound] defaults.breaker` settings) guards the server like
+//!   the gateway guards HTTP destinations: while it is open, deliveries are deferred (no attempt
+//!   used), and its half-open probes find out when NATS is back.
 //! - **The connection** is opened at start (or, when the server is down then, in the
 //!   background with reconnects, never failing the start) and reconnects by itself.
 //!
@@ -17,10 +20,11 @@
 //! `STREAM.CREATE`), and the client is built without its `server_2_10`+ features, so stream
 //! configurations carry no field a 2.9 server would not understand.
 
-use super::cloudevents;
+use super::{cloudevents, sinks::DeliveryError};
 use crate::store::OutboxEvent;
 use async_nats::jetstream::{self, context::GetStreamErrorKind, stream};
 use bytes::Bytes;
+use policy_host::egress::{breaker::CircuitBreaker, config::BreakerConfig};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -63,14 +67,17 @@ pub struct NatsSink {
     config: NatsSinkConfig,
     /// How long a publish waits for its acknowledgement.
     ack_timeout: Duration,
+    /// Opens after a run of failed publishes; deliveries are deferred while it is open.
+    breaker: CircuitBreaker,
     context: tokio::sync::OnceCell<jetstream::Context>,
 }
 
 impl NatsSink {
     /// A sink for `config` waiting `ack_timeout` for acknowledgements; nothing is connected
     /// until [`Self::prepare`] or the first delivery.
-    pub fn new(config: NatsSinkConfig, ack_timeout: Duration) -> Self {
+    pub fn new(config: NatsSinkConfig, ack_timeout: Duration, breaker: BreakerConfig) -> Self {
         Self {
+            breaker: CircuitBreaker::new(format!("nats:{}", config.url), breaker),
             config,
             ack_timeout,
             context: tokio::sync::OnceCell::new(),
@@ -174,8 +181,21 @@ impl NatsSink {
         Ok(())
     }
 
-    /// Publishes `event` and waits for JetStream's acknowledgement.
-    pub async fn publish(&self, event: &OutboxEvent, source: &str) -> Result<(), String> {
+    /// Publishes `event` and waits for JetStream's acknowledgement; deferred while the
+    /// breaker is open.
+    pub async fn publish(&self, event: &OutboxEvent, source: &str) -> Result<(), DeliveryError> {
+        let permit = self
+            .breaker
+            .try_acquire()
+            .map_err(|_| DeliveryError::Deferred {
+                origin: format!("nats:{}", self.config.url),
+            })?;
+        let published = self.publish_acknowledged(event, source).await;
+        permit.record(published.is_ok());
+        published.map_err(DeliveryError::Failed)
+    }
+
+    async fn publish_acknowledged(&self, event: &OutboxEvent, source: &str) -> Result<(), String> {
         let context = self.context().await?;
         let body = serde_json::to_vec(&cloudevents::structured(event, source))
             .map_err(|error| format!("cannot encode the event: {error}"))?;

@@ -142,7 +142,11 @@ impl Sink {
         timeout: Duration,
     ) -> Self {
         let nats = match &config {
-            SinkConfig::Nats(nats) => Some(NatsSink::new(nats.clone(), timeout)),
+            SinkConfig::Nats(nats) => Some(NatsSink::new(
+                nats.clone(),
+                timeout,
+                client.breaker_config(),
+            )),
             _ => None,
         };
         Self {
@@ -217,10 +221,7 @@ impl Sink {
                 .await
             }
             SinkConfig::Nats(_) => match &self.nats {
-                Some(nats) => nats
-                    .publish(event, &self.source)
-                    .await
-                    .map_err(DeliveryError::Failed),
+                Some(nats) => nats.publish(event, &self.source).await,
                 None => Err(DeliveryError::failed("the NATS sink is not set up")),
             },
             SinkConfig::File { path, .. } => {
