@@ -70,6 +70,7 @@ fn main() {
                             path: "/events",
                             json: Some(Bytes::from(body.to_string())),
                             idempotency_key: Some(&key),
+                            headers: Vec::new(),
                             timeout: std::time::Duration::from_secs(5),
                         })
                         .await
@@ -104,6 +105,7 @@ fn main() {
                 name: None,
                 service: "event-consumer".to_owned(),
                 path: "/events".to_owned(),
+                mode: user_service::outbox::sinks::HttpMode::Structured,
             }],
             parallelism: PARALLELISM,
             batch_size: 500,

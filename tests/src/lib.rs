@@ -10,10 +10,12 @@ pub mod faults;
 pub mod hibp;
 pub mod internal_services;
 pub mod log_capture;
+pub mod nats;
 pub mod postgres;
 pub mod registry;
 pub mod service;
 pub mod upstream;
+pub mod workload_identity;
 
 use policy_host::{
     HostConfig, PasswordInput, PluginConfig, PluginKind, PolicyHost,

@@ -59,6 +59,7 @@ fn event_sink(config: &mut ServiceConfig, file: Option<&Path>) {
         name: None,
         service: "event-consumer".to_owned(),
         path: "/events".to_owned(),
+        mode: user_service::outbox::sinks::HttpMode::Structured,
     }];
     if let Some(file) = file {
         config.events.sinks.push(SinkConfig::File {
@@ -80,7 +81,8 @@ fn service_auth(config: &mut ServiceConfig, tokens: &TokenEndpoint) {
     config.service_auth = Some(ClientCredentialsConfig {
         token_url: tokens.token_url(),
         client_id: CLIENT_ID.to_owned(),
-        client_secret: SecretSource::Value(CLIENT_SECRET.to_owned()),
+        client_secret: Some(SecretSource::Value(CLIENT_SECRET.to_owned())),
+        client_assertion: None,
         scope: Some("notifications:write config:read".to_owned()),
         audience: None,
         refresh_before_s: 60,
@@ -158,13 +160,21 @@ async fn every_event_type_reaches_the_consumer_once_in_order_and_the_file() {
         "one user's events arrive in the order they happened"
     );
     for event in &accepted {
-        assert_eq!(event["version"], 1);
+        // Structured-mode CloudEvents 1.0.
+        assert_eq!(event["specversion"], "1.0");
+        assert_eq!(event["source"], "/user-service");
+        assert_eq!(event["subject"], user["id"], "the subject is the user id");
+        assert_eq!(event["datacontenttype"], "application/json");
         assert_eq!(
             event["_idempotencyKey"], event["id"],
             "Idempotency-Key is the event id"
         );
         assert_eq!(event["data"]["userId"], user["id"]);
-        assert!(event["occurredAt"].as_i64().unwrap() > 1_700_000_000);
+        let time = event["time"].as_str().unwrap();
+        assert!(
+            time.len() == 20 && time.ends_with('Z') && time > "2024",
+            "{time}"
+        );
         assert!(event["data"]["request"]["clientIp"].is_string());
         let text = event.to_string();
         assert!(

@@ -100,6 +100,8 @@ pub struct RequestMetadata {
     client_ip: String,
     user_agent: Option<String>,
     request_id: Option<String>,
+    /// The request's W3C trace context (`crate::trace_context`), stored with its events.
+    traceparent: Option<String>,
 }
 
 impl FromRequestParts<AppState> for RequestMetadata {
@@ -121,6 +123,10 @@ impl FromRequestParts<AppState> for RequestMetadata {
             client_ip: client.to_string(),
             user_agent: header("user-agent"),
             request_id: header("x-request-id"),
+            traceparent: parts
+                .extensions
+                .get::<crate::trace_context::TraceContext>()
+                .map(crate::trace_context::TraceContext::traceparent),
         })
     }
 }
@@ -131,8 +137,9 @@ impl RequestMetadata {
     }
 }
 
-/// An outbox event in the documented envelope: `{ id, type, version, occurredAt, data }`, with
-/// the request's metadata as `data.request`.
+/// An outbox event as stored: `{ id, type, version, occurredAt, data, traceparent }`, with the
+/// request's metadata as `data.request` (the sinks emit it as a CloudEvent, see
+/// [`crate::outbox::cloudevents`]).
 pub(crate) fn event(
     event_type: &str,
     aggregate_id: &str,
@@ -141,8 +148,11 @@ pub(crate) fn event(
 ) -> Result<OutboxEvent, Problem> {
     let id = random_id().map_err(Problem::internal)?;
     data["request"] = request.to_json();
-    let payload =
+    let mut payload =
         json!({ "id": id, "type": event_type, "version": 1, "occurredAt": now(), "data": data });
+    if let Some(traceparent) = &request.traceparent {
+        payload["traceparent"] = Value::from(traceparent.as_str());
+    }
     Ok(OutboxEvent {
         id,
         event_type: event_type.to_owned(),

@@ -136,6 +136,7 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<AppState> {
     let outbox_waker = relay.waker();
     let mut tasks = Vec::new();
     if config.events.relay {
+        relay.prepare(std::time::Duration::from_secs(5)).await?;
         tasks.push(tokio::spawn(relay.run()));
     }
     tasks.extend(security.refresh_task());
@@ -233,6 +234,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(problem::ensure_problem))
         .layer(CatchPanicLayer::custom(problem::from_panic))
         .layer(middleware::from_fn(record_request))
+        .layer(middleware::from_fn(crate::trace_context::trace_request))
         .with_state(state)
 }
 

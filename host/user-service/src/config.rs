@@ -202,7 +202,7 @@ impl ServiceConfig {
             SinkConfig::Http { service, .. } | SinkConfig::NotificationEmail { service, .. } => {
                 Some(("[[events.sinks]]", service))
             }
-            SinkConfig::File { .. } => None,
+            SinkConfig::File { .. } | SinkConfig::Nats(_) => None,
         });
         let policies = self
             .security_policies

@@ -23,6 +23,7 @@ pub mod server;
 pub mod sessions;
 pub mod store;
 pub mod throttle;
+pub mod trace_context;
 
 pub use app::{AppState, router, serve, start};
 pub use config::ServiceConfig;

@@ -32,6 +32,10 @@ pub struct EgressConfig {
     pub secrets_refresh: Duration,
     /// Secrets by name (`[egress.secrets.<name>]`): where the value comes from.
     pub secrets: BTreeMap<String, SecretSource>,
+    /// URL prefixes of plugin destinations that receive the request's W3C `traceparent`
+    /// (`trace-context-destinations`; default none: third parties get no trace header).
+    #[serde(rename = "trace-context-destinations")]
+    pub trace_context_destinations: Vec<String>,
 }
 
 impl Default for EgressConfig {
@@ -45,6 +49,7 @@ impl Default for EgressConfig {
             secrets_refresh: Duration::from_secs(1),
             dns_servers: Vec::new(),
             secrets: BTreeMap::new(),
+            trace_context_destinations: Vec::new(),
         }
     }
 }

@@ -11,6 +11,9 @@ pub struct EgressHooks {
     /// `None` for plugin kinds without network access: every request is denied.
     route: Option<(Arc<EgressGateway>, Arc<PluginEgress>)>,
     deadline: Instant,
+    /// The trace of the request the decision serves ([`super::trace::TRACEPARENT`] when the
+    /// store was made), sent only to destinations that opt in.
+    traceparent: Option<String>,
 }
 
 impl EgressHooks {
@@ -19,6 +22,7 @@ impl EgressHooks {
         Self {
             route: Some((gateway, egress)),
             deadline,
+            traceparent: super::trace::current(),
         }
     }
 
@@ -27,6 +31,7 @@ impl EgressHooks {
         Self {
             route: None,
             deadline,
+            traceparent: None,
         }
     }
 }
@@ -52,12 +57,19 @@ impl WasiHttpHooks for EgressHooks {
     ) -> ResponseFuture {
         let route = self.route.clone();
         let deadline = self.deadline;
+        let traceparent = self.traceparent.clone();
         Box::new(async move {
             let Some((gateway, egress)) = route else {
                 return Err(HttpError::HttpRequestDenied);
             };
             let limit = gateway.config.max_request_bytes;
-            let (parts, body) = request.into_parts();
+            let (mut parts, body) = request.into_parts();
+            super::trace::apply(
+                &mut parts.headers,
+                &parts.uri.to_string(),
+                &gateway.config.trace_context_destinations,
+                traceparent.as_deref(),
+            );
             let body = Limited::new(body, limit)
                 .collect()
                 .await

@@ -31,6 +31,7 @@ pub mod pool;
 pub mod redact;
 pub mod retry;
 pub mod secrets;
+pub mod trace;
 
 use self::{
     address_guard::AddressError,

@@ -9,6 +9,7 @@
 //! What a failed call may say in a log line or a stored error is decided in [`scrub`]: status
 //! and size of an answer, never its body, and never a token or secret the service knows.
 
+pub mod assertion;
 pub mod discovery;
 pub mod scrub;
 pub mod token;
@@ -61,6 +62,9 @@ pub struct InternalRequest<'a> {
     pub json: Option<Bytes>,
     /// Sent as `Idempotency-Key`; makes a POST safe to retry.
     pub idempotency_key: Option<&'a str>,
+    /// Further headers (`traceparent`, CloudEvents `ce-*`); a `content-type` here replaces
+    /// the default `application/json`.
+    pub headers: Vec<(&'static str, String)>,
     /// Total time for the call, retries included.
     pub timeout: Duration,
 }
@@ -100,6 +104,12 @@ impl InternalClient {
     /// through (`[outbound] defaults.breaker.open-ms`).
     pub fn breaker_open_for(&self) -> Duration {
         self.gateway.defaults().breaker.open_for
+    }
+
+    /// The circuit-breaker settings of internal destinations (`[outbound] defaults.breaker`),
+    /// for sinks that do not call through the gateway (NATS).
+    pub fn breaker_config(&self) -> policy_host::egress::config::BreakerConfig {
+        self.gateway.defaults().breaker.clone()
     }
 
     /// A scrubber for every sensitive value this client knows now: the access tokens, the
@@ -149,13 +159,22 @@ impl InternalClient {
             OutboundError::Misconfigured(format!("service `{}`: {message}", call.service))
         })?;
         let url = format!("{}{}", resolved.base_url, call.path);
+        // The call's trace: the one it brings (an event's), the request's being served, or a
+        // trace of its own.
+        let traceparent = call
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("traceparent"))
+            .map(|(_, value)| value.clone())
+            .or_else(policy_host::egress::trace::current)
+            .unwrap_or_else(|| crate::trace_context::TraceContext::root().traceparent());
         let mut refreshed = false;
         loop {
             let token = match &self.auth {
-                Some(auth) => Some(auth.token().await?),
+                Some(auth) => Some(auth.token_in_trace(Some(&traceparent)).await?),
                 None => None,
             };
-            let request = build_request(call, &url, token.as_deref())?;
+            let request = build_request(call, &url, token.as_deref(), &traceparent)?;
             let response = self
                 .gateway
                 .send(&egress, request, None, deadline)
@@ -185,13 +204,24 @@ fn build_request(
     call: &InternalRequest<'_>,
     url: &str,
     token: Option<&str>,
+    traceparent: &str,
 ) -> Result<Request<Bytes>, OutboundError> {
     let mut builder = Request::builder()
         .method(call.method.clone())
         .uri(url)
-        .header(header::ACCEPT, "application/json");
-    if call.json.is_some() {
+        .header(header::ACCEPT, "application/json")
+        .header("traceparent", traceparent);
+    let own_content_type = call
+        .headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+    if call.json.is_some() && !own_content_type {
         builder = builder.header(header::CONTENT_TYPE, "application/json");
+    }
+    for (name, value) in &call.headers {
+        if !name.eq_ignore_ascii_case("traceparent") {
+            builder = builder.header(*name, value.as_str());
+        }
     }
     if let Some(key) = call.idempotency_key {
         builder = builder.header(IDEMPOTENCY_HEADER, key);

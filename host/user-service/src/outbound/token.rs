@@ -5,7 +5,11 @@
 //! token is only ever attached by [`super::InternalClient`], which only calls configured
 //! internal services: plugins' egress (HIBP, CAPTCHA providers) has no way to reach it.
 
-use super::{OutboundError, scrub::describe_response};
+use super::{
+    OutboundError,
+    assertion::{ClientAssertion, ClientAssertionConfig, JWT_BEARER},
+    scrub::describe_response,
+};
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{Method, Request, header};
@@ -34,7 +38,13 @@ pub struct ClientCredentialsConfig {
     /// This service's client id (`client-id`).
     pub client_id: String,
     /// Where the client secret comes from (`client-secret = { env = "..." }` or `{ file = ... }`).
-    pub client_secret: SecretSource,
+    /// Exactly one of `client-secret` and `client-assertion` is set.
+    #[serde(default)]
+    pub client_secret: Option<SecretSource>,
+    /// Workload identity instead of a secret (`client-assertion = { kind = "private-key-jwt",
+    /// key = { file = ... } }` or `{ kind = "service-account-token", path = ... }`).
+    #[serde(default)]
+    pub client_assertion: Option<ClientAssertionConfig>,
     /// Scope to ask for (`scope`), space-separated.
     #[serde(default)]
     pub scope: Option<String>,
@@ -89,8 +99,11 @@ const REMEMBERED_TOKENS: usize = 4;
 pub struct TokenSource {
     config: ClientCredentialsConfig,
     /// The client secret, re-read from its file when it rotates (see
-    /// [`SecretStore::refresh`]): each token request uses the value in force.
+    /// [`SecretStore::refresh`]): each token request uses the value in force. Empty when the
+    /// service authenticates with a client assertion.
     client_secret: Arc<SecretStore>,
+    /// The workload-identity assertion, when configured instead of a secret.
+    assertion: Option<ClientAssertion>,
     /// The latest access tokens, for [`TokenSource::sensitive_values`].
     recent: Mutex<VecDeque<Arc<str>>>,
     gateway: Arc<EgressGateway>,
@@ -107,18 +120,31 @@ impl TokenSource {
         defaults: &CallPolicy,
     ) -> Result<Self, OutboundError> {
         let misconfigured = |message: String| OutboundError::Misconfigured(message);
-        let secret = SecretStore::load(&BTreeMap::from([(
-            "client-secret".to_owned(),
-            config.client_secret.clone(),
-        )]))
-        .map_err(|error| misconfigured(format!("[service-auth] {error}")))?;
-        if secret.value("client-secret").is_none() {
-            return Err(misconfigured(
-                "[service-auth] client-secret is not set".to_owned(),
-            ));
-        }
-        let client_secret = Arc::new(secret);
-        client_secret.watch(ROTATION_CHECK);
+        let (client_secret, assertion) = match (&config.client_secret, &config.client_assertion) {
+            (Some(secret), None) => {
+                let store = SecretStore::load(&BTreeMap::from([(
+                    "client-secret".to_owned(),
+                    secret.clone(),
+                )]))
+                .map_err(|error| misconfigured(format!("[service-auth] {error}")))?;
+                let store = Arc::new(store);
+                store.watch(ROTATION_CHECK);
+                (store, None)
+            }
+            (None, Some(assertion)) => (
+                Arc::new(SecretStore::default()),
+                Some(
+                    ClientAssertion::new(assertion.clone(), &config.client_id, &config.token_url)
+                        .map_err(|error| misconfigured(format!("[service-auth] {error}")))?,
+                ),
+            ),
+            _ => {
+                return Err(misconfigured(
+                    "[service-auth] set exactly one of client-secret and client-assertion"
+                        .to_owned(),
+                ));
+            }
+        };
         let egress = PluginEgress::new(
             "service-auth",
             &[DestinationConfig {
@@ -135,6 +161,7 @@ impl TokenSource {
         Ok(Self {
             config,
             client_secret,
+            assertion,
             recent: Mutex::new(VecDeque::new()),
             gateway,
             egress,
@@ -171,6 +198,9 @@ impl TokenSource {
                 values.push(encoded.to_owned());
             }
         }
+        if let Some(assertion) = &self.assertion {
+            values.extend(assertion.sensitive_values());
+        }
         let recent = self
             .recent
             .lock()
@@ -182,12 +212,25 @@ impl TokenSource {
     /// A token valid now: the cached one, or a fresh one when it is due for refresh. While the
     /// endpoint fails, a cached token that has not expired yet is still used.
     pub async fn token(&self) -> Result<Arc<str>, OutboundError> {
+        self.token_in_trace(None).await
+    }
+
+    /// [`Self::token`], a fetch carrying `traceparent` (the trace of the call that needs the
+    /// token; a trace of its own when `None`).
+    pub async fn token_in_trace(
+        &self,
+        traceparent: Option<&str>,
+    ) -> Result<Arc<str>, OutboundError> {
         let mut current = self.current.lock().await;
         let now = Instant::now();
         if let Some(token) = current.as_ref().filter(|token| now < token.refresh_at) {
             return Ok(token.value.clone());
         }
-        match self.fetch().await {
+        let traceparent = traceparent.map_or_else(
+            || crate::trace_context::TraceContext::root().traceparent(),
+            str::to_owned,
+        );
+        match self.fetch(&traceparent).await {
             Ok(token) => {
                 let value = token.value.clone();
                 self.remember(&value);
@@ -226,13 +269,36 @@ impl TokenSource {
         recent.push_back(token.clone());
     }
 
-    async fn fetch(&self) -> Result<AccessToken, OutboundError> {
+    async fn fetch(&self, traceparent: &str) -> Result<AccessToken, OutboundError> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("service_auth_token_fetches_total").increment(1);
+        // With a client secret: HTTP Basic. With an assertion: the JWT in the form (RFC 7523).
+        let (authorization, assertion) =
+            match &self.assertion {
+                Some(assertion) => (
+                    None,
+                    Some(assertion.assertion().map_err(|error| {
+                        OutboundError::Token(format!("client assertion: {error}"))
+                    })?),
+                ),
+                None => {
+                    let secret = self.client_secret.value("client-secret").ok_or_else(|| {
+                        OutboundError::Misconfigured(
+                            "[service-auth] client-secret is not set".to_owned(),
+                        )
+                    })?;
+                    (Some(self.basic_credentials(&secret)), None)
+                }
+            };
         let form = {
             // The serializer isn't `Send`; finish it before the first await.
             let mut form = form_urlencoded::Serializer::new(String::new());
             form.append_pair("grant_type", "client_credentials");
+            if let Some(assertion) = &assertion {
+                form.append_pair("client_id", &self.config.client_id);
+                form.append_pair("client_assertion_type", JWT_BEARER);
+                form.append_pair("client_assertion", assertion);
+            }
             if let Some(scope) = &self.config.scope {
                 form.append_pair("scope", scope);
             }
@@ -241,15 +307,16 @@ impl TokenSource {
             }
             form.finish()
         };
-        let secret = self.client_secret.value("client-secret").ok_or_else(|| {
-            OutboundError::Misconfigured("[service-auth] client-secret is not set".to_owned())
-        })?;
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(Method::POST)
             .uri(&self.config.token_url)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::ACCEPT, "application/json")
-            .header(header::AUTHORIZATION, self.basic_credentials(&secret))
+            .header("traceparent", traceparent);
+        if let Some(authorization) = authorization {
+            request = request.header(header::AUTHORIZATION, authorization);
+        }
+        let request = request
             .body(Bytes::from(form))
             .map_err(|error| OutboundError::Misconfigured(format!("token request: {error}")))?;
         let started = Instant::now();

@@ -80,7 +80,12 @@ impl Deliverer {
             .iter()
             .cloned()
             .map(|sink| TrackedSink {
-                sink: Sink::new(sink, client.clone()),
+                sink: Sink::new(
+                    sink,
+                    client.clone(),
+                    config.source.clone(),
+                    Duration::from_millis(config.delivery_timeout_ms),
+                ),
                 deferring: AtomicBool::new(false),
             })
             .collect();
@@ -89,6 +94,16 @@ impl Deliverer {
             client,
             config,
         }
+    }
+
+    /// Every sink's start-up check (a NATS sink's stream), each given `wait` to reach its
+    /// server.
+    pub(super) async fn prepare(&self, wait: Duration) -> anyhow::Result<()> {
+        let horizon = self.config.retry_horizon();
+        for tracked in &self.sinks {
+            tracked.sink.prepare(horizon, wait).await?;
+        }
+        Ok(())
     }
 
     /// The time one sink delivery may take.

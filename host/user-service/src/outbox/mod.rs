@@ -20,7 +20,9 @@
 //! - **A short-circuit is not an attempt**: while a sink's breaker is open its deliveries are
 //!   deferred (counted and logged apart from failures, see [`delivery`]).
 
+pub mod cloudevents;
 mod delivery;
+pub mod nats;
 pub mod sinks;
 
 use self::{delivery::Deliverer, sinks::SinkConfig};
@@ -74,6 +76,34 @@ pub struct EventsConfig {
     /// How long delivered events stay in the outbox table before they are deleted
     /// (`delivered-retention-s`, default 7 days); dead letters are never deleted.
     pub delivered_retention_s: u64,
+    /// The CloudEvents `source` of every event (`source`, a URI reference naming this service).
+    pub source: String,
+}
+
+impl EventsConfig {
+    /// The longest time between an event's first send and its last automatic re-send: every
+    /// retry delay at its cap, every attempt running into its timeout, plus a claim's lease (a
+    /// relay that died mid-delivery leaves the event claimed that long). A broker's duplicate
+    /// window must cover it for re-sends to be recognised.
+    pub fn retry_horizon(&self) -> Duration {
+        let attempts = self.max_attempts.max(1);
+        let delays: u64 = (0..attempts.saturating_sub(1))
+            .map(|attempt| {
+                self.retry_base_ms
+                    .saturating_mul(1u64 << attempt.min(30))
+                    .min(self.retry_cap_ms)
+            })
+            .sum();
+        let sinks = self.sinks.len().max(1) as u64;
+        let attempt = self.delivery_timeout_ms.saturating_mul(sinks);
+        let rounds = (self.batch_size.max(1) as u64).div_ceil(self.parallelism.max(1) as u64);
+        let lease = attempt.saturating_mul(rounds + 1) + LEASE_MARGIN.as_millis() as u64;
+        Duration::from_millis(
+            delays
+                .saturating_add(attempt.saturating_mul(u64::from(attempts)))
+                .saturating_add(lease),
+        )
+    }
 }
 
 impl Default for EventsConfig {
@@ -92,6 +122,7 @@ impl Default for EventsConfig {
             retry_cap_ms: 300_000,
             delivery_timeout_ms: 5000,
             delivered_retention_s: 7 * 24 * 3600,
+            source: "/user-service".to_owned(),
         }
     }
 }
@@ -136,6 +167,13 @@ impl Relay {
             config,
             wake: Arc::new(Notify::new()),
         }
+    }
+
+    /// The sinks' start-up checks (see [`sinks::Sink::prepare`]): fails when a NATS stream is
+    /// missing and may not be created; a broker that does not answer within `wait` is left to
+    /// the relay's retries.
+    pub async fn prepare(&self, wait: Duration) -> anyhow::Result<()> {
+        self.deliverer.prepare(wait).await
     }
 
     /// Wakes the relay now (after a commit) instead of at its next poll.

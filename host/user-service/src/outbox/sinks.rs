@@ -1,6 +1,12 @@
-//! Where the relay delivers events: an HTTP event endpoint, a JSON-lines file, and the direct
-//! `POST /notifications/email` fallback for password resets and email verifications.
+//! Where the relay delivers events: an HTTP event endpoint, a JSON-lines file, a NATS
+//! JetStream stream ([`super::nats`]), and the direct `POST /notifications/email` fallback for
+//! password resets and email verifications. Every event leaves as a CloudEvent
+//! ([`super::cloudevents`]).
 
+use super::{
+    cloudevents,
+    nats::{NatsSink, NatsSinkConfig},
+};
 use crate::{
     outbound::{InternalClient, InternalRequest, OutboundError, scrub::describe_response},
     store::OutboxEvent,
@@ -21,8 +27,8 @@ use std::{io::Write, path::PathBuf, sync::Arc, time::Duration};
     deny_unknown_fields
 )]
 pub enum SinkConfig {
-    /// `POST <service><path>` with the event envelope as the body and `Idempotency-Key: <event
-    /// id>`; any 2xx is a delivery.
+    /// `POST <service><path>` with the event as a CloudEvent (structured or binary mode) and
+    /// `Idempotency-Key: <event id>`; any 2xx is a delivery.
     Http {
         /// Name recorded per event (default `http`); change it and events are sent again.
         #[serde(default)]
@@ -32,8 +38,13 @@ pub enum SinkConfig {
         /// Path of the event endpoint (default `/events`).
         #[serde(default = "default_events_path")]
         path: String,
+        /// CloudEvents HTTP binding mode (`mode`): `structured` (default) or `binary`.
+        #[serde(default)]
+        mode: HttpMode,
     },
-    /// One JSON line per event appended to `path`, synced to disk before it counts.
+    /// Published to NATS JetStream, acknowledged before it counts ([`super::nats`]).
+    Nats(NatsSinkConfig),
+    /// One structured CloudEvent per line appended to `path`, synced to disk before it counts.
     File {
         #[serde(default)]
         name: Option<String>,
@@ -51,6 +62,17 @@ pub enum SinkConfig {
         #[serde(default = "default_email_path")]
         path: String,
     },
+}
+
+/// How the HTTP sink carries a CloudEvent (the CloudEvents HTTP protocol binding).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum HttpMode {
+    /// The whole event as the body, `Content-Type: application/cloudevents+json`.
+    #[default]
+    Structured,
+    /// `data` as the body, the attributes as `ce-*` headers.
+    Binary,
 }
 
 fn default_events_path() -> String {
@@ -71,6 +93,7 @@ impl SinkConfig {
         match self {
             Self::Http { name, .. } => name.clone().unwrap_or_else(|| "http".to_owned()),
             Self::File { name, .. } => name.clone().unwrap_or_else(|| "file".to_owned()),
+            Self::Nats(nats) => nats.name.clone().unwrap_or_else(|| "nats".to_owned()),
             Self::NotificationEmail { name, .. } => name
                 .clone()
                 .unwrap_or_else(|| "notification-email".to_owned()),
@@ -103,17 +126,49 @@ pub struct Sink {
     name: String,
     config: SinkConfig,
     client: Arc<InternalClient>,
+    /// The CloudEvents `source` of every event (`[events] source`).
+    source: String,
     /// Serialises appends to the file (lines must not interleave).
     file_lock: tokio::sync::Mutex<()>,
+    /// The JetStream publisher of a `nats` sink.
+    nats: Option<NatsSink>,
 }
 
 impl Sink {
-    pub fn new(config: SinkConfig, client: Arc<InternalClient>) -> Self {
+    /// A sink for `config`, emitting CloudEvents from `source`; a NATS sink's JetStream
+    /// acknowledgements are awaited for at most `timeout`.
+    pub fn new(
+        config: SinkConfig,
+        client: Arc<InternalClient>,
+        source: String,
+        timeout: Duration,
+    ) -> Self {
+        let nats = match &config {
+            SinkConfig::Nats(nats) => Some(NatsSink::new(
+                nats.clone(),
+                timeout,
+                client.breaker_config(),
+            )),
+            _ => None,
+        };
         Self {
             name: config.name(),
             config,
             client,
+            source,
             file_lock: tokio::sync::Mutex::new(()),
+            nats,
+        }
+    }
+
+    /// The sink's start-up check (a NATS sink's stream; see [`NatsSink::prepare`]).
+    pub async fn prepare(&self, horizon: Duration, wait: Duration) -> anyhow::Result<()> {
+        match &self.nats {
+            Some(nats) => nats
+                .prepare(horizon, wait)
+                .await
+                .map_err(|error| error.context(format!("sink `{}`", self.name))),
+            None => Ok(()),
         }
     }
 
@@ -129,17 +184,52 @@ impl Sink {
         timeout: Duration,
     ) -> Result<(), DeliveryError> {
         match &self.config {
-            SinkConfig::Http { service, path, .. } => {
-                let body = serde_json::to_vec(&event.payload).map_err(|error| {
+            SinkConfig::Http {
+                service,
+                path,
+                mode,
+                ..
+            } => {
+                let (body, headers) = match mode {
+                    HttpMode::Structured => (
+                        cloudevents::structured(event, &self.source),
+                        [(
+                            "content-type",
+                            cloudevents::STRUCTURED_CONTENT_TYPE.to_owned(),
+                        )]
+                        .into_iter()
+                        .chain(
+                            cloudevents::traceparent(event)
+                                .map(|traceparent| ("traceparent", traceparent.to_owned())),
+                        )
+                        .collect(),
+                    ),
+                    HttpMode::Binary => (
+                        cloudevents::data(event),
+                        cloudevents::binary_headers(event, &self.source),
+                    ),
+                };
+                let body = serde_json::to_vec(&body).map_err(|error| {
                     DeliveryError::failed(format!("cannot encode the event: {error}"))
                 })?;
-                self.post(service, path, Bytes::from(body), &event.id, timeout)
-                    .await
+                self.post(
+                    service,
+                    path,
+                    Bytes::from(body),
+                    &event.id,
+                    headers,
+                    timeout,
+                )
+                .await
             }
+            SinkConfig::Nats(_) => match &self.nats {
+                Some(nats) => nats.publish(event, &self.source).await,
+                None => Err(DeliveryError::failed("the NATS sink is not set up")),
+            },
             SinkConfig::File { path, .. } => {
                 let _appending = self.file_lock.lock().await;
                 let path = path.clone();
-                let line = format!("{}\n", event.payload);
+                let line = format!("{}\n", cloudevents::structured(event, &self.source));
                 tokio::task::spawn_blocking(move || append_line(&path, line.as_bytes()))
                     .await
                     .map_err(|error| format!("file sink task failed: {error}"))
@@ -150,11 +240,16 @@ impl Sink {
                 let Some(body) = notification_email(event)? else {
                     return Ok(());
                 };
+                // The Notification Service call carries the trace of the request that asked.
+                let headers = cloudevents::traceparent(event)
+                    .map(|traceparent| vec![("traceparent", traceparent.to_owned())])
+                    .unwrap_or_default();
                 self.post(
                     service,
                     path,
                     Bytes::from(body.to_string()),
                     &event.id,
+                    headers,
                     timeout,
                 )
                 .await
@@ -168,6 +263,7 @@ impl Sink {
         path: &str,
         body: Bytes,
         event_id: &str,
+        headers: Vec<(&'static str, String)>,
         timeout: Duration,
     ) -> Result<(), DeliveryError> {
         let response = self
@@ -178,6 +274,7 @@ impl Sink {
                 path,
                 json: Some(body),
                 idempotency_key: Some(event_id),
+                headers,
                 timeout,
             })
             .await

@@ -242,6 +242,7 @@ impl SecurityPolicyService {
                 path: &self.config.path,
                 json: None,
                 idempotency_key: None,
+                headers: Vec::new(),
                 timeout: Duration::from_millis(self.config.fetch_timeout_ms),
             })
             .await
