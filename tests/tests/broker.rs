@@ -117,7 +117,7 @@ async fn four_flows_reach_jetstream_once_each_in_per_user_order_as_cloudevents()
         assert_eq!(status, StatusCode::ACCEPTED);
     }
     let messages = nats
-        .wait_for(STREAM, 6, Duration::from_secs(10))
+        .wait_for(STREAM, 8, Duration::from_secs(10))
         .await
         .unwrap();
     let tokens: Vec<String> = messages
@@ -141,10 +141,10 @@ async fn four_flows_reach_jetstream_once_each_in_per_user_order_as_cloudevents()
         assert_eq!(status, StatusCode::NO_CONTENT);
     }
     let messages = nats
-        .wait_for(STREAM, 8, Duration::from_secs(10))
+        .wait_for(STREAM, 10, Duration::from_secs(10))
         .await
         .unwrap();
-    assert_eq!(messages.len(), 8, "{messages:?}");
+    assert_eq!(messages.len(), 10, "{messages:?}");
     let mut seen = std::collections::BTreeSet::new();
     for message in &messages {
         assert_cloud_event(message);
@@ -160,6 +160,7 @@ async fn four_flows_reach_jetstream_once_each_in_per_user_order_as_cloudevents()
             types,
             [
                 "UserRegisteredEventV1",
+                "EmailVerificationRequestedEventV1",
                 "PasswordChangedEventV1",
                 "PasswordResetRequestedEventV1",
                 "PasswordChangedEventV1"
@@ -214,13 +215,14 @@ async fn nats_down_for_ten_seconds_keeps_requests_fast_and_loses_nothing() {
     .unwrap();
     let base = service.url("");
     let client = Client::new();
+    // A registration emits two events: UserRegisteredEventV1, EmailVerificationRequestedEventV1.
     register(&client, &base, "before@example.org").await;
     assert_eq!(
-        nats.wait_for(STREAM, 1, Duration::from_secs(10))
+        nats.wait_for(STREAM, 2, Duration::from_secs(10))
             .await
             .unwrap()
             .len(),
-        1
+        2
     );
 
     nats.stop();
@@ -241,15 +243,15 @@ async fn nats_down_for_ten_seconds_keeps_requests_fast_and_loses_nothing() {
     nats.resume().await.unwrap();
 
     let messages = nats
-        .wait_for(STREAM, registered, Duration::from_secs(30))
+        .wait_for(STREAM, 2 * registered, Duration::from_secs(30))
         .await
         .unwrap();
     let distinct: std::collections::BTreeSet<_> = messages
         .iter()
         .map(|message| text(&message.body["id"]))
         .collect();
-    assert_eq!(distinct.len(), registered, "every event arrived");
-    assert_eq!(messages.len(), registered, "each once");
+    assert_eq!(distinct.len(), 2 * registered, "every event arrived");
+    assert_eq!(messages.len(), 2 * registered, "each once");
 }
 
 // --- SIGKILL between publish and acknowledgement -------------------------------------------
@@ -376,24 +378,26 @@ async fn sigkill_between_publish_and_ack_stores_each_event_once() {
 
     let (mut child, base) =
         start_child(data.path(), &format!("nats://127.0.0.1:{}", proxy.port)).await;
+    // A registration emits two events: UserRegisteredEventV1, EmailVerificationRequestedEventV1.
     register(&client, &base, "first@example.org").await;
     assert_eq!(
-        nats.wait_for(STREAM, 1, Duration::from_secs(10))
+        nats.wait_for(STREAM, 2, Duration::from_secs(10))
             .await
             .unwrap()
             .len(),
-        1
+        2
     );
 
-    // The next event reaches the stream, its acknowledgement does not reach the service.
+    // The next event reaches the stream, its acknowledgement does not reach the service (so
+    // the user's second event waits behind it, in order).
     proxy.hold.store(true, Ordering::SeqCst);
     let held = register(&client, &base, "held@example.org").await;
     let stored = nats
-        .wait_for(STREAM, 2, Duration::from_secs(10))
+        .wait_for(STREAM, 3, Duration::from_secs(10))
         .await
         .unwrap();
-    assert_eq!(stored.len(), 2, "the publish reached JetStream");
-    assert_eq!(stored[1].body["subject"], held["id"]);
+    assert_eq!(stored.len(), 3, "the publish reached JetStream");
+    assert_eq!(stored[2].body["subject"], held["id"]);
     child.kill().unwrap(); // SIGKILL: the event is still pending in the outbox
     child.wait().unwrap();
     let store = Store::connect(&format!("sqlite://{}/users.db", data.path().display()))
@@ -401,8 +405,8 @@ async fn sigkill_between_publish_and_ack_stores_each_event_once() {
         .unwrap();
     let (pending, _, _) = store.outbox_counts().await.unwrap();
     assert_eq!(
-        pending, 1,
-        "the unacknowledged event is still to be delivered"
+        pending, 2,
+        "the unacknowledged event (and the one behind it) are still to be delivered"
     );
 
     // Restarted (straight to NATS): the event is sent again after its lease, and JetStream
@@ -415,7 +419,7 @@ async fn sigkill_between_publish_and_ack_stores_each_event_once() {
     assert!(drained.is_some(), "the restarted relay delivered the event");
     register(&client, &base, "after@example.org").await;
     let stored = nats
-        .wait_for(STREAM, 3, Duration::from_secs(10))
+        .wait_for(STREAM, 6, Duration::from_secs(10))
         .await
         .unwrap();
     child.kill().unwrap();
@@ -425,6 +429,6 @@ async fn sigkill_between_publish_and_ack_stores_each_event_once() {
         .map(|message| text(&message.body["id"]))
         .collect();
     let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
-    assert_eq!(stored.len(), 3, "each id once: {ids:?}");
-    assert_eq!(distinct.len(), 3);
+    assert_eq!(stored.len(), 6, "each id once: {ids:?}");
+    assert_eq!(distinct.len(), 6);
 }

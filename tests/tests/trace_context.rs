@@ -154,19 +154,49 @@ async fn a_requests_trace_reaches_its_events_and_calls_but_not_third_parties() {
     let data: Value = serde_json::from_slice(&registered.body).unwrap();
     assert_eq!(data["email"], "ana@example.org", "the body is the data");
 
-    // The Notification Service call for the reset carries the reset request's trace.
+    // Each Notification Service call carries the trace of the request that caused it: the
+    // reset's for the reset email, the registration's for the verification email (the two
+    // are delivered concurrently, so they are told apart by their template).
+    let template_of = |request: &harness::upstream::RecordedRequest| {
+        serde_json::from_slice::<Value>(&request.body)
+            .ok()
+            .and_then(|body| body["templateId"].as_str().map(str::to_owned))
+    };
+    let both_sent = || {
+        let templates: Vec<_> = notifications
+            .server
+            .requests()
+            .iter()
+            .filter_map(template_of)
+            .collect();
+        templates
+            .iter()
+            .any(|template| template == "password-reset")
+            && templates
+                .iter()
+                .any(|template| template == "email-verification")
+    };
     assert!(
-        wait_until(Duration::from_secs(10), || async {
-            !notifications.server.requests().is_empty()
-        })
-        .await
-        .is_some()
+        wait_until(Duration::from_secs(10), || async { both_sent() })
+            .await
+            .is_some(),
+        "both notifications were sent"
     );
-    let notification = &notifications.server.requests()[0];
-    assert_eq!(
-        notification.header("traceparent").map(trace_id),
-        Some(RESET_TRACE)
-    );
+    let sent = notifications.server.requests();
+    for (template, trace) in [
+        ("password-reset", RESET_TRACE),
+        ("email-verification", REGISTER_TRACE),
+    ] {
+        let notification = sent
+            .iter()
+            .find(|request| template_of(request).as_deref() == Some(template))
+            .expect("sent");
+        assert_eq!(
+            notification.header("traceparent").map(trace_id),
+            Some(trace),
+            "{template}"
+        );
+    }
     // The token was fetched for the first delivery, in the registration's trace.
     let token_request = &tokens.server.requests()[0];
     assert_eq!(
