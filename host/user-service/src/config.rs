@@ -59,6 +59,9 @@ pub struct ServiceConfig {
     /// The HTTP server: trusted proxies, slow-client timeouts, connection and header limits
     /// (`[http]`).
     pub http: crate::server::HttpConfig,
+    /// Optional OTLP export of spans (`[telemetry]`: `otlp-endpoint`, `service-name`); off
+    /// unless an endpoint is configured.
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 /// Log output format.
@@ -168,6 +171,7 @@ impl Default for ServiceConfig {
             events: EventsConfig::default(),
             security_policies: SecurityPoliciesConfig::default(),
             http: crate::server::HttpConfig::default(),
+            telemetry: crate::telemetry::TelemetryConfig::default(),
         }
     }
 }

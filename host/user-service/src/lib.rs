@@ -22,6 +22,7 @@ pub mod security_policy;
 pub mod server;
 pub mod sessions;
 pub mod store;
+pub mod telemetry;
 pub mod throttle;
 pub mod trace_context;
 

@@ -7,7 +7,7 @@
 mod plugin_cli;
 
 use std::path::PathBuf;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, layer::SubscriberExt as _, util::SubscriberInitExt as _};
 use user_service::{ServiceConfig, config::LogFormat};
 
 #[tokio::main]
@@ -21,12 +21,16 @@ async fn main() -> anyhow::Result<()> {
         .map(PathBuf::from);
     let config = ServiceConfig::load(path.as_deref())?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (otlp, provider) = match user_service::telemetry::otlp_layer(&config.telemetry)? {
+        Some((layer, provider)) => (Some(layer), Some(provider)),
+        None => (None, None),
+    };
+    let registry = tracing_subscriber::registry().with(otlp).with(filter);
     match config.log_format {
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json())
             .init(),
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).init(),
     }
     let listen = config.listen;
     let state = user_service::start(config).await?;
@@ -34,9 +38,14 @@ async fn main() -> anyhow::Result<()> {
         .await
         .map_err(|error| anyhow::anyhow!("cannot listen on {listen}: {error}"))?;
     tracing::info!(address = %listener.local_addr()?, "user service listening");
-    user_service::serve(state, listener, async {
+    let served = user_service::serve(state, listener, async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
     })
-    .await
+    .await;
+    if let Some(provider) = provider {
+        // Sends the spans still batched.
+        let _ = provider.shutdown();
+    }
+    served
 }

@@ -126,6 +126,7 @@ pub async fn trace_request(mut request: Request, next: Next) -> Response {
         method = %request.method(),
         path = %request.uri().path(),
     );
+    crate::telemetry::join_trace(&span, &context);
     request.extensions_mut().insert(context);
     let mut response = policy_host::egress::trace::TRACEPARENT
         .scope(traceparent.clone(), next.run(request).instrument(span))
