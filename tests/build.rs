@@ -20,6 +20,7 @@ fn main() {
         packages: &[
             "hostile-policy",
             "trapping-policy",
+            "live-trapping-policy",
             "wrong-world",
             "hostile-egress",
             "sleeping-policy",

@@ -13,6 +13,7 @@ pub mod log_capture;
 pub mod nats;
 pub mod postgres;
 pub mod registry;
+pub mod replicas;
 pub mod service;
 pub mod upstream;
 pub mod workload_identity;

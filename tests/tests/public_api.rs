@@ -923,6 +923,29 @@ async fn every_response_matches_the_served_openapi_document() {
     call!(POST "/admin/plugins/{name}/source" "/admin/plugins/password-policy/source", Some(json!({ "source": "file" })), false);
     call!(POST "/admin/plugins/{name}/source" "/admin/plugins/nope/source", Some(json!({ "source": "file" })), true);
     call!(POST "/admin/plugins/{name}/source" "/admin/plugins/password-policy/source", Some(json!({ "src": 1 })), true);
+    // Rollout: desired state, stages, fleet.
+    let bundled = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .encode(std::fs::read(harness::password_policy_component()).unwrap())
+    };
+    let desired = "/admin/plugins/password-policy/desired";
+    let (status, staged) = call!(PUT "/admin/plugins/{name}/desired" desired, Some(json!({ "component": bundled, "stage": "shadow" })), true);
+    assert_eq!(status, StatusCode::ACCEPTED, "{staged}");
+    let digest = staged["candidate_digest"].as_str().unwrap().to_owned();
+    call!(PUT "/admin/plugins/{name}/desired" desired, Some(json!({ "digest": format!("sha256:{}", "0".repeat(64)) })), true);
+    call!(PUT "/admin/plugins/{name}/desired" desired, Some(json!({ "stage": "serving" })), true);
+    call!(PUT "/admin/plugins/{name}/desired" desired, Some(json!({ "digest": digest, "stage": "canary" })), true);
+    call!(PUT "/admin/plugins/{name}/desired" "/admin/plugins/nope/desired", Some(json!({ "digest": digest })), true);
+    call!(GET "/admin/plugins/{name}/rollout" "/admin/plugins/password-policy/rollout", None, true);
+    call!(GET "/admin/plugins/{name}/rollout" "/admin/plugins/nope/rollout", None, true);
+    call!(POST "/admin/plugins/{name}/promote" "/admin/plugins/password-policy/promote", None, true);
+    call!(POST "/admin/plugins/{name}/promote" "/admin/plugins/password-policy/promote", None, true);
+    call!(POST "/admin/plugins/{name}/abort" "/admin/plugins/password-policy/abort", None, true);
+    call!(PUT "/admin/plugins/{name}/desired" desired, Some(json!({ "digest": digest, "stage": "canary", "percent": 10 })), true);
+    call!(POST "/admin/plugins/{name}/abort" "/admin/plugins/password-policy/abort", None, true);
+    call!(GET "/admin/plugins/fleet" "/admin/plugins/fleet", None, true);
+    call!(GET "/admin/plugins/fleet" "/admin/plugins/fleet", None, false);
     call!(GET "/admin/outbox" "/admin/outbox", None, true);
     call!(GET "/admin/outbox" "/admin/outbox", None, false);
     call!(GET "/admin/outbox/dead-letters" "/admin/outbox/dead-letters", None, true);

@@ -21,6 +21,9 @@ use crate::{
     source::{Candidate, Distribution, Origin, PullPolicy, SlotSource},
 };
 use arc_swap::ArcSwapOption;
+
+// Rollout hook: versions that arrive as bytes, and staged candidates.
+mod candidates;
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
@@ -138,6 +141,8 @@ pub struct Catalog {
     dir: PathBuf,
     slots: BTreeMap<String, Slot>,
     distribution: Arc<Distribution>,
+    /// Rollout hook: candidates staged beside the serving versions.
+    staging: crate::rollout::Staging,
 }
 
 impl Catalog {
@@ -187,6 +192,7 @@ impl Catalog {
             dir: config.dir.clone(),
             slots,
             distribution: Arc::new(distribution),
+            staging: crate::rollout::Staging::default(),
         })
     }
 

@@ -4,7 +4,7 @@ use serde::Serialize;
 use std::sync::Arc;
 
 /// What the caller should do (mirrors the WIT `verdict`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     Allow,

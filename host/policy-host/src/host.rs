@@ -16,6 +16,9 @@ use crate::{
 };
 use std::sync::Arc;
 
+// Rollout hook: decisions routed through a staged candidate.
+mod staged;
+
 /// A breach check's typed outcome and the decision made from it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BreachRecord {

@@ -30,6 +30,7 @@ pub mod kind;
 pub mod limits;
 pub mod loaded;
 pub mod password_policy;
+pub mod rollout;
 pub mod source;
 pub mod store_state;
 pub mod watcher;

@@ -1,7 +1,7 @@
 //! Wiring: state, router, middleware, and start-up (database, bundled plugins, policy host).
 
 use crate::{
-    accounts, admin_outbound, admin_plugin_source, api,
+    accounts, admin_outbound, admin_plugin_source, admin_rollout, api,
     config::ServiceConfig,
     openapi,
     outbound::{InternalClient, discovery::Discovery, token::TokenSource},
@@ -18,7 +18,7 @@ use axum::{
     extract::{DefaultBodyLimit, MatchedPath, Request},
     middleware::{self, Next},
     response::Response,
-    routing::{delete, get, post},
+    routing::{delete, get, post, put},
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use policy_host::{PolicyHost, egress::EgressGateway};
@@ -44,6 +44,8 @@ pub struct AppState {
     pub security: Arc<SecurityPolicyService>,
     /// Wakes the outbox relay after a commit.
     pub outbox_waker: Arc<Notify>,
+    /// Rollout hook: this replica's follower of the desired plugin state.
+    pub rollout: Arc<crate::rollout::sync::RolloutSync>,
     /// The relay and refresh tasks, stopped when the last clone of the state goes.
     _background: Arc<BackgroundTasks>,
 }
@@ -140,11 +142,30 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<AppState> {
         tasks.push(tokio::spawn(relay.run()));
     }
     tasks.extend(security.refresh_task());
+    // Rollout hook: catch up with the desired plugin state before serving, then follow it.
+    let host = Arc::new(host);
+    host.catalog().staging().set_decision_log(
+        config
+            .rollout
+            .decision_log()
+            .map_err(|error| anyhow::anyhow!("[rollout] decision-log: {error}"))?,
+    );
+    let rollout = Arc::new(crate::rollout::sync::RolloutSync::new(
+        store.clone(),
+        host.catalog().clone(),
+        config.rollout.replica_id(config.listen.port()),
+        config.rollout.clone(),
+    ));
+    if config.rollout.enabled {
+        rollout.tick().await;
+        tasks.extend(rollout.clone().spawn(&config.database_url));
+    }
     Ok(AppState {
         throttle: LoginThrottle::new(store.clone(), &config.flows),
         config: Arc::new(config),
-        host: Arc::new(host),
+        host,
         store,
+        rollout,
         metrics: metrics_handle(),
         internal,
         security,
@@ -203,6 +224,18 @@ pub fn router(state: AppState) -> Router {
             "/admin/plugins/{name}/source",
             post(admin_plugin_source::set_source),
         )
+        // Rollout hook: desired state, stages, fleet.
+        .route("/admin/plugins/fleet", get(admin_rollout::fleet))
+        .route(
+            "/admin/plugins/{name}/desired",
+            put(admin_rollout::put_desired).layer(DefaultBodyLimit::max(
+                // base64 makes a component a third larger; the JSON around it is small.
+                state.config.rollout.max_component_bytes / 3 * 4 + (64 << 10),
+            )),
+        )
+        .route("/admin/plugins/{name}/promote", post(admin_rollout::promote))
+        .route("/admin/plugins/{name}/abort", post(admin_rollout::abort))
+        .route("/admin/plugins/{name}/rollout", get(admin_rollout::rollout))
         .route("/admin/outbox", get(admin_outbound::outbox_status))
         .route(
             "/admin/outbox/dead-letters",

@@ -62,6 +62,9 @@ pub struct ServiceConfig {
     /// Optional OTLP export of spans (`[telemetry]`: `otlp-endpoint`, `service-name`); off
     /// unless an endpoint is configured.
     pub telemetry: crate::telemetry::TelemetryConfig,
+    /// Rollout hook: following the desired plugin state, the fleet, the decision log
+    /// (`[rollout]`).
+    pub rollout: crate::rollout::config::RolloutConfig,
 }
 
 /// Log output format.
@@ -172,6 +175,7 @@ impl Default for ServiceConfig {
             security_policies: SecurityPoliciesConfig::default(),
             http: crate::server::HttpConfig::default(),
             telemetry: crate::telemetry::TelemetryConfig::default(),
+            rollout: crate::rollout::config::RolloutConfig::default(),
         }
     }
 }

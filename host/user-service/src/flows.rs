@@ -62,7 +62,12 @@ pub async fn check_new_password(
             has_mfa,
             context_words: context,
         };
-        Some(host.evaluate_password(&flows.password_policy, &input).await)
+        // Rollout hook: a staged candidate (shadow or canary) and the decision log.
+        let account = crate::rollout::account_key(&input.context_words);
+        Some(
+            host.evaluate_password_staged(&flows.password_policy, &input, account)
+                .await,
+        )
     };
     let breach = async {
         if flows.breach_check.is_empty() {

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod admin_outbound;
 pub mod admin_plugin_source;
+pub mod admin_rollout;
 pub mod api;
 pub mod app;
 pub mod client_address;
@@ -18,6 +19,7 @@ pub mod outbox;
 pub mod passwords;
 pub mod problem;
 pub mod request_limits;
+pub mod rollout;
 pub mod security_policy;
 pub mod server;
 pub mod sessions;

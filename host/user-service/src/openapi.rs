@@ -256,6 +256,36 @@ pub fn build() -> Value {
         &["outcome", "version", "sha256"],
         json!({ "outcome": { "enum": ["swapped", "unchanged", "rolled-back"] }, "from": { "type": ["string", "null"] }, "version": string, "sha256": string }),
     );
+    // A slot's desired state, as the rollout endpoints answer it.
+    let desired = json!({ "type": "object", "required": ["plugin", "revision", "stage", "status"], "properties": {
+        "plugin": string, "revision": { "type": "integer" }, "stage": { "enum": ["serving", "shadow", "canary"] },
+        "serving_digest": { "type": ["string", "null"] }, "candidate_digest": { "type": ["string", "null"] },
+        "plan": {}, "note": { "type": ["string", "null"] }, "status": string
+    } });
+    let desired_request = json!({ "type": "object", "additionalProperties": false, "properties": {
+                "component": { "type": "string", "description": "the component, base64" },
+                "digest": { "type": "string", "pattern": "^sha256:[0-9a-f]{64}$" },
+                "stage": { "enum": ["serving", "shadow", "canary"] },
+                "percent": { "type": "number", "minimum": 0, "maximum": 100 },
+                "sample-percent": { "type": "number", "minimum": 0, "maximum": 100 },
+                "max-concurrent": { "type": "integer", "minimum": 1 },
+                "salt": string,
+                "abort": { "type": "object", "additionalProperties": false, "properties": { "error-margin": { "type": "number" }, "min-decisions": { "type": "integer", "minimum": 0 } } },
+                "settings": { "type": "object", "additionalProperties": string }
+            } });
+    let rollout_report = json!({ "type": "object", "required": ["plugin", "stage", "replicas", "diff"], "properties": {
+                    "plugin": string, "revision": { "type": ["integer", "null"] }, "stage": { "enum": ["serving", "shadow", "canary"] },
+                    "serving_digest": { "type": ["string", "null"] }, "candidate_digest": { "type": ["string", "null"] },
+                    "plan": {}, "note": { "type": ["string", "null"] },
+                    "replicas": { "type": "array", "items": string },
+                    "diff": { "type": "object", "required": ["serving", "candidate", "unchanged", "stricter", "looser", "reclassified", "shadow_skipped", "samples"] }
+                } });
+    let fleet_view = json!({ "type": "object", "required": ["desired", "replicas", "lagging", "failed"], "properties": {
+                    "desired": { "type": "array", "items": desired.clone() },
+                    "replicas": { "type": "array", "items": { "type": "object", "required": ["replica", "heartbeat_ms", "heartbeat_age_ms", "stale", "lagging", "failed", "slots"] } },
+                    "lagging": { "type": "array", "items": string },
+                    "failed": { "type": "array", "items": string }
+                } });
     let replayed = status_object(json!({ "replayed": { "type": "integer", "minimum": 0 } }));
     let revoked = status_object(json!({ "revoked": { "type": "integer", "minimum": 0 } }));
     let session = json!({ "$ref": "#/components/schemas/Session" });
@@ -298,7 +328,7 @@ pub fn build() -> Value {
         }),
     );
 
-    json!({
+    let mut document = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "User Service",
@@ -582,5 +612,37 @@ pub fn build() -> Value {
                 "User": user_schema
             }
         }
-    })
+    });
+    // Rollout: desired state, stages, fleet (see README "Rolling a plugin out"); merged
+    // separately to stay within `json!`'s recursion limit.
+    let rollout = json!({
+            "/admin/plugins/{name}/desired": { "put": with_request_body(admin("Set the desired version of a plugin slot for every replica: upload or digest, stage (serving, shadow, canary) and share", json!({
+                "202": json_response("Written; every replica applies it within a second (see GET /admin/plugins/fleet)", desired.clone()),
+                "400": problem("The body is not a usable desired state", &["invalid-request", "invalid-stage", "invalid-percent", "invalid-component", "invalid-digest", "digest-mismatch", "component-too-large", "stage-unsupported"]),
+                "413": problem("The body is larger than the component limit", &["body-too-large"]),
+                "503": problem("The database did not answer", &["database-unavailable"])
+            }), &["unknown-plugin", "unknown-component"], Some("name")), desired_request.clone()) },
+            "/admin/plugins/{name}/promote": { "post": admin("Make the staged candidate the serving version on every replica", json!({
+                "202": json_response("Written", desired.clone()),
+                "409": problem("No candidate is staged", &["no-candidate"]),
+                "503": problem("The database did not answer", &["database-unavailable"])
+            }), &["unknown-plugin"], Some("name")) },
+            "/admin/plugins/{name}/abort": { "post": admin("Withdraw the staged candidate on every replica", json!({
+                "202": json_response("Written", desired.clone()),
+                "409": problem("No candidate is staged", &["no-candidate"]),
+                "503": problem("The database did not answer", &["database-unavailable"])
+            }), &["unknown-plugin"], Some("name")) },
+            "/admin/plugins/{name}/rollout": { "get": admin("The slot's rollout: desired state and the candidate's decision diff over the replicas", json!({
+                "200": json_response("The rollout", rollout_report.clone()),
+                "503": problem("The database did not answer", &["database-unavailable"])
+            }), &["unknown-plugin"], Some("name")) },
+            "/admin/plugins/fleet": { "get": admin("Every replica's plugin versions, with the lagging and failed ones flagged", json!({
+                "200": json_response("The fleet", fleet_view.clone()),
+                "503": problem("The database did not answer", &["database-unavailable"])
+            }), &[], None) }
+    });
+    if let (Some(paths), Value::Object(rollout)) = (document["paths"].as_object_mut(), rollout) {
+        paths.extend(rollout);
+    }
+    document
 }

@@ -5,9 +5,12 @@
 //! transaction, so a crash can't lose one (the relay that delivers them is its own piece).
 
 mod accounts;
+// Rollout hook: component bytes, desired state, fleet.
+mod rollout;
 mod sessions;
 
 pub use accounts::{AccountDetails, NewVerification, PendingVerification, VerifyOutcome};
+pub use rollout::{DesiredChange, DesiredRow, FleetRow};
 pub use sessions::{Revoke, StoredSession};
 
 use serde_json::Value;
@@ -177,7 +180,11 @@ impl Store {
             sqlx::query(statement).execute(&pool).await?;
         }
         sqlx::query(CLIENT_FAILURES_SCHEMA).execute(&pool).await?;
-        for statement in sessions::SCHEMA.iter().chain(accounts::SCHEMA) {
+        for statement in sessions::SCHEMA
+            .iter()
+            .chain(accounts::SCHEMA)
+            .chain(rollout::SCHEMA)
+        {
             sqlx::query(statement).execute(&pool).await?;
         }
         let has_verified =

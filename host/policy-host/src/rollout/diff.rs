@@ -1,0 +1,258 @@
+//! The decision diff of a staged candidate against the serving version, built from decision
+//! lines: how verdicts moved, error and latency per version, a capped sample of differences.
+
+use super::decision_log::DecisionLine;
+use crate::decision::Verdict;
+use serde::{Deserialize, Serialize};
+use std::sync::{
+    Mutex,
+    atomic::{AtomicU64, Ordering},
+};
+
+/// Most differing decisions kept as samples.
+pub const MAX_SAMPLES: usize = 20;
+
+/// How a candidate's answer compares with the serving answer to the same input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Change {
+    /// Same verdict, same codes.
+    Unchanged,
+    /// Allow became deny or challenge.
+    Stricter,
+    /// Deny or challenge became allow.
+    Looser,
+    /// Same verdict (or deny ↔ challenge) with other codes.
+    Reclassified,
+}
+
+/// Classifies the candidate's line against the serving one.
+pub fn classify(serving: &DecisionLine, candidate: &DecisionLine) -> Change {
+    match (serving.verdict, candidate.verdict) {
+        (Verdict::Allow, Verdict::Deny | Verdict::Challenge) => Change::Stricter,
+        (Verdict::Deny | Verdict::Challenge, Verdict::Allow) => Change::Looser,
+        (before, after) if before == after && serving.codes == candidate.codes => {
+            Change::Unchanged
+        }
+        _ => Change::Reclassified,
+    }
+}
+
+/// Counts of one version's decisions.
+#[derive(Debug, Default)]
+struct VersionCounters {
+    decisions: AtomicU64,
+    errors: AtomicU64,
+    denied: AtomicU64,
+    latency_us_total: AtomicU64,
+    latency_us_max: AtomicU64,
+}
+
+impl VersionCounters {
+    fn observe(&self, line: &DecisionLine) {
+        self.decisions.fetch_add(1, Ordering::Relaxed);
+        if line.fail_policy.is_some() {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if line.verdict != Verdict::Allow {
+            self.denied.fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency_us_total
+            .fetch_add(line.latency_us, Ordering::Relaxed);
+        self.latency_us_max
+            .fetch_max(line.latency_us, Ordering::Relaxed);
+    }
+
+    fn report(&self) -> VersionReport {
+        let decisions = self.decisions.load(Ordering::Relaxed);
+        VersionReport {
+            decisions,
+            errors: self.errors.load(Ordering::Relaxed),
+            denied: self.denied.load(Ordering::Relaxed),
+            latency_us_total: self.latency_us_total.load(Ordering::Relaxed),
+            latency_us_max: self.latency_us_max.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One version's figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct VersionReport {
+    pub decisions: u64,
+    /// Decisions the fail policy made because the plugin failed.
+    pub errors: u64,
+    /// Deny or challenge verdicts.
+    pub denied: u64,
+    pub latency_us_total: u64,
+    pub latency_us_max: u64,
+}
+
+impl VersionReport {
+    /// Errors per decision (0 with no decisions).
+    pub fn error_rate(&self) -> f64 {
+        if self.decisions == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.decisions as f64
+        }
+    }
+
+    fn merge(&mut self, other: &Self) {
+        self.decisions += other.decisions;
+        self.errors += other.errors;
+        self.denied += other.denied;
+        self.latency_us_total += other.latency_us_total;
+        self.latency_us_max = self.latency_us_max.max(other.latency_us_max);
+    }
+}
+
+/// What one side of a differing decision said: codes and attributes, no input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleSide {
+    pub verdict: Verdict,
+    pub codes: Vec<String>,
+    pub attributes: serde_json::Value,
+}
+
+impl From<&DecisionLine> for SampleSide {
+    fn from(line: &DecisionLine) -> Self {
+        Self {
+            verdict: line.verdict,
+            codes: line.codes.clone(),
+            attributes: line.attributes.clone(),
+        }
+    }
+}
+
+/// One differing decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiffSample {
+    pub change: Change,
+    /// A keyed hash of the account ([`super::bucket::account_tag`]), when one was known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    pub serving: SampleSide,
+    pub candidate: SampleSide,
+}
+
+/// A diff's figures, serialisable so replicas' reports can be added up.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DiffReport {
+    pub serving: VersionReport,
+    pub candidate: VersionReport,
+    pub unchanged: u64,
+    pub stricter: u64,
+    pub looser: u64,
+    pub reclassified: u64,
+    /// Shadow evaluations not run: not sampled, or the shadow concurrency limit was reached.
+    pub shadow_skipped: u64,
+    pub samples: Vec<DiffSample>,
+}
+
+impl DiffReport {
+    /// Adds `other` (another replica's report of the same rollout) to this one.
+    pub fn merge(&mut self, other: &Self) {
+        self.serving.merge(&other.serving);
+        self.candidate.merge(&other.candidate);
+        self.unchanged += other.unchanged;
+        self.stricter += other.stricter;
+        self.looser += other.looser;
+        self.reclassified += other.reclassified;
+        self.shadow_skipped += other.shadow_skipped;
+        let room = MAX_SAMPLES.saturating_sub(self.samples.len());
+        self.samples
+            .extend(other.samples.iter().take(room).cloned());
+    }
+}
+
+/// The live diff of one staged candidate.
+#[derive(Debug, Default)]
+pub struct Diff {
+    serving: VersionCounters,
+    candidate: VersionCounters,
+    unchanged: AtomicU64,
+    stricter: AtomicU64,
+    looser: AtomicU64,
+    reclassified: AtomicU64,
+    shadow_skipped: AtomicU64,
+    samples: Mutex<Vec<DiffSample>>,
+}
+
+impl Diff {
+    /// Counts a decision of the serving version (canary: the accounts outside the share).
+    pub fn observe_serving(&self, line: &DecisionLine) {
+        self.serving.observe(line);
+    }
+
+    /// Counts a decision of the candidate (canary: the accounts inside the share).
+    pub fn observe_candidate(&self, line: &DecisionLine) {
+        self.candidate.observe(line);
+    }
+
+    /// Counts a shadow evaluation that did not run.
+    pub fn skip_shadow(&self) {
+        self.shadow_skipped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Compares both versions' answers to one input (shadow), counting the candidate's side.
+    /// The serving side was counted when it answered.
+    pub fn compare(
+        &self,
+        serving: &DecisionLine,
+        candidate: &DecisionLine,
+        account: Option<String>,
+    ) -> Change {
+        self.candidate.observe(candidate);
+        let change = classify(serving, candidate);
+        let counter = match change {
+            Change::Unchanged => &self.unchanged,
+            Change::Stricter => &self.stricter,
+            Change::Looser => &self.looser,
+            Change::Reclassified => &self.reclassified,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("plugin_rollout_diff_total", "slot" => serving.slot.clone(), "change" => change_label(change)).increment(1);
+        if change != Change::Unchanged {
+            let mut samples = self
+                .samples
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if samples.len() < MAX_SAMPLES {
+                samples.push(DiffSample {
+                    change,
+                    account,
+                    serving: serving.into(),
+                    candidate: candidate.into(),
+                });
+            }
+        }
+        change
+    }
+
+    /// The figures so far.
+    pub fn report(&self) -> DiffReport {
+        DiffReport {
+            serving: self.serving.report(),
+            candidate: self.candidate.report(),
+            unchanged: self.unchanged.load(Ordering::Relaxed),
+            stricter: self.stricter.load(Ordering::Relaxed),
+            looser: self.looser.load(Ordering::Relaxed),
+            reclassified: self.reclassified.load(Ordering::Relaxed),
+            shadow_skipped: self.shadow_skipped.load(Ordering::Relaxed),
+            samples: self
+                .samples
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone(),
+        }
+    }
+}
+
+fn change_label(change: Change) -> &'static str {
+    match change {
+        Change::Unchanged => "unchanged",
+        Change::Stricter => "stricter",
+        Change::Looser => "looser",
+        Change::Reclassified => "reclassified",
+    }
+}
