@@ -104,7 +104,11 @@ pub async fn put_desired(
     })?;
     let digest = stored_digest(&state, &request).await?;
     let settings = serde_json::to_string(&request.settings).map_err(|error| {
-        invalid("invalid-request", "Settings must be strings", error.to_string())
+        invalid(
+            "invalid-request",
+            "Settings must be strings",
+            error.to_string(),
+        )
     })?;
     let stage = request.stage.as_deref().unwrap_or("serving");
     let change_stage = match stage {
@@ -130,7 +134,9 @@ pub async fn put_desired(
                 return Err(invalid(
                     "stage-unsupported",
                     "Only password-policy slots can stage a candidate",
-                    format!("`{name}` is a {kind} slot: a shadow or canary would call its upstream twice; publish it as serving"),
+                    format!(
+                        "`{name}` is a {kind} slot: a shadow or canary would call its upstream twice; publish it as serving"
+                    ),
                 ));
             }
             let percent = request.percent.unwrap_or(0.0);
@@ -233,12 +239,7 @@ async fn stored_digest(state: &AppState, request: &DesiredRequest) -> Result<Str
                     digest.clone(),
                 ));
             }
-            if !state
-                .store
-                .has_component(digest)
-                .await
-                .map_err(database)?
-            {
+            if !state.store.has_component(digest).await.map_err(database)? {
                 return Err(Problem::new(
                     StatusCode::NOT_FOUND,
                     "unknown-component",
@@ -357,10 +358,7 @@ pub async fn rollout(
 }
 
 /// `GET /admin/plugins/fleet`
-pub async fn fleet(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
+pub async fn fleet(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {
     authorize(&state, &headers)?;
     let desired = state.store.desired_all().await.map_err(database)?;
     let rows = state.store.fleet().await.map_err(database)?;

@@ -233,7 +233,10 @@ pub fn router(state: AppState) -> Router {
                 state.config.rollout.max_component_bytes / 3 * 4 + (64 << 10),
             )),
         )
-        .route("/admin/plugins/{name}/promote", post(admin_rollout::promote))
+        .route(
+            "/admin/plugins/{name}/promote",
+            post(admin_rollout::promote),
+        )
         .route("/admin/plugins/{name}/abort", post(admin_rollout::abort))
         .route("/admin/plugins/{name}/rollout", get(admin_rollout::rollout))
         .route("/admin/outbox", get(admin_outbound::outbox_status))

@@ -83,7 +83,11 @@ impl Catalog {
         extra: &BTreeMap<String, String>,
     ) -> BTreeMap<String, String> {
         let mut settings = slot.effective_settings();
-        settings.extend(extra.iter().map(|(key, value)| (key.clone(), value.clone())));
+        settings.extend(
+            extra
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone())),
+        );
         settings
     }
 
@@ -105,7 +109,12 @@ impl Catalog {
             *lock(&slot.previous) = from;
         }
         *lock(&slot.last_error) = None;
-        tracing::info!(plugin = name, version = &*to.version, sha256 = &*to.sha256, "desired version swapped in");
+        tracing::info!(
+            plugin = name,
+            version = &*to.version,
+            sha256 = &*to.sha256,
+            "desired version swapped in"
+        );
         Ok(ReloadOutcome::Swapped {
             from: from_identity,
             to,

@@ -7,7 +7,7 @@ use crate::{
     decision::DecisionRecord,
     password_policy::PasswordInput,
     rollout::{
-        Staged, StageKind,
+        StageKind, Staged,
         bucket::account_tag,
         decision_log::{DecisionLine, Role},
     },

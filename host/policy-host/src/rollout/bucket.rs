@@ -58,9 +58,19 @@ mod tests {
     #[test]
     fn share_is_close_to_the_percent() {
         let inside = (0..10_000)
-            .filter(|n| in_canary("password-policy", "salt", &format!("user{n}@example.org"), 20.0))
+            .filter(|n| {
+                in_canary(
+                    "password-policy",
+                    "salt",
+                    &format!("user{n}@example.org"),
+                    20.0,
+                )
+            })
             .count();
-        assert!((1_800..=2_200).contains(&inside), "{inside} of 10 000 in a 20 % canary");
+        assert!(
+            (1_800..=2_200).contains(&inside),
+            "{inside} of 10 000 in a 20 % canary"
+        );
     }
 
     #[test]
@@ -77,6 +87,9 @@ mod tests {
                 in_canary("p", "one", &account, 50.0) != in_canary("p", "two", &account, 50.0)
             })
             .count();
-        assert!(moved > 300, "only {moved} of 1000 accounts moved with a new salt");
+        assert!(
+            moved > 300,
+            "only {moved} of 1000 accounts moved with a new salt"
+        );
     }
 }

@@ -69,7 +69,10 @@ impl DecisionLine {
             attributes: serde_json::to_value(&record.decision.attributes)
                 .unwrap_or(serde_json::Value::Null),
             latency_us: latency.as_micros().min(u128::from(u64::MAX)) as u64,
-            fail_policy: record.fail_policy_applied.as_ref().map(|error| error.code()),
+            fail_policy: record
+                .fail_policy_applied
+                .as_ref()
+                .map(|error| error.code()),
         }
     }
 }
@@ -136,9 +139,7 @@ impl DecisionLog {
                 tracing::info!(target: "decision_log", decision = %json);
             }
             (DecisionLogTarget::File(path), Some(file)) => {
-                let mut file = file
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut file = file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 if let Err(error) = writeln!(file, "{json}") {
                     tracing::warn!(path = %path.display(), %error, "cannot write the decision log");
                 }
@@ -149,7 +150,10 @@ impl DecisionLog {
 }
 
 fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
-    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
         std::fs::create_dir_all(parent)?;
     }
     std::fs::OpenOptions::new()

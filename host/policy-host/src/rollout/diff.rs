@@ -31,9 +31,7 @@ pub fn classify(serving: &DecisionLine, candidate: &DecisionLine) -> Change {
     match (serving.verdict, candidate.verdict) {
         (Verdict::Allow, Verdict::Deny | Verdict::Challenge) => Change::Stricter,
         (Verdict::Deny | Verdict::Challenge, Verdict::Allow) => Change::Looser,
-        (before, after) if before == after && serving.codes == candidate.codes => {
-            Change::Unchanged
-        }
+        (before, after) if before == after && serving.codes == candidate.codes => Change::Unchanged,
         _ => Change::Reclassified,
     }
 }

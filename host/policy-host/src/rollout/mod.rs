@@ -89,10 +89,7 @@ impl Staged {
         if report.candidate.decisions < rule.min_decisions {
             return None;
         }
-        let (candidate, serving) = (
-            report.candidate.error_rate(),
-            report.serving.error_rate(),
-        );
+        let (candidate, serving) = (report.candidate.error_rate(), report.serving.error_rate());
         (candidate > serving + rule.error_margin).then(|| {
             format!(
                 "candidate error rate {:.1} % over {} decisions exceeds the serving version's {:.1} % by more than {:.1} points",

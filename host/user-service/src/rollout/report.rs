@@ -40,9 +40,10 @@ pub fn report(
         diff.merge(&staged.diff.report());
         replicas.push(replica.to_owned());
     }
-    for row in fleet.iter().filter(|row| {
-        row.slot == slot && row.replica != replica && Some(row.revision) == revision
-    }) {
+    for row in fleet
+        .iter()
+        .filter(|row| row.slot == slot && row.replica != replica && Some(row.revision) == revision)
+    {
         if let Some(other) = row
             .diff
             .as_deref()

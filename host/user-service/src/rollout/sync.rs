@@ -127,8 +127,14 @@ impl RolloutSync {
         let aborts = self.catalog.staging().take_aborts();
         let mut applied = self.applied.lock().await;
         for abort in &aborts {
-            applied.entry(abort.slot.clone()).or_default().aborted_revision = Some(abort.revision);
-            let note = format!("aborted automatically on {}: {}", self.replica, abort.reason);
+            applied
+                .entry(abort.slot.clone())
+                .or_default()
+                .aborted_revision = Some(abort.revision);
+            let note = format!(
+                "aborted automatically on {}: {}",
+                self.replica, abort.reason
+            );
             match self
                 .store
                 .change_desired(
@@ -169,9 +175,11 @@ impl RolloutSync {
                     changed = true;
                     match self.load(&desired.slot, version, applied).await {
                         Some(plugin) => {
-                            self.catalog
-                                .staging()
-                                .stage(&desired.slot, plan.clone(), plugin.clone());
+                            self.catalog.staging().stage(
+                                &desired.slot,
+                                plan.clone(),
+                                plugin.clone(),
+                            );
                             applied.candidate = Some((version.key(), plugin));
                             applied.last_activation = Some(now_ms());
                             tracing::info!(plugin = %desired.slot, stage = ?plan.stage, revision = desired.revision, "candidate staged");
@@ -197,10 +205,7 @@ impl RolloutSync {
     /// Swaps in the desired serving version unless it serves already; true when it swapped.
     async fn apply_serving(&self, slot: &str, version: &Version, applied: &mut Applied) -> bool {
         let key = version.key();
-        let serving = self
-            .catalog
-            .slot(slot)
-            .and_then(|slot| slot.current());
+        let serving = self.catalog.slot(slot).and_then(|slot| slot.current());
         if let Some(serving) = &serving
             && format!("sha256:{}", serving.identity.sha256) == version.digest
         {
@@ -307,11 +312,13 @@ impl RolloutSync {
                 candidate_digest: staged
                     .as_ref()
                     .map(|staged| format!("sha256:{}", staged.plugin.identity.sha256)),
-                stage: staged.as_ref().map_or("serving", |staged| match staged.plan.stage {
-                    policy_host::rollout::StageKind::Shadow => "shadow",
-                    policy_host::rollout::StageKind::Canary => "canary",
-                })
-                .to_owned(),
+                stage: staged
+                    .as_ref()
+                    .map_or("serving", |staged| match staged.plan.stage {
+                        policy_host::rollout::StageKind::Shadow => "shadow",
+                        policy_host::rollout::StageKind::Canary => "canary",
+                    })
+                    .to_owned(),
                 revision: mine.map_or(0, |mine| mine.revision),
                 last_activation: mine.and_then(|mine| mine.last_activation),
                 last_error: mine
