@@ -618,7 +618,7 @@ pub fn breaker_state(host: &PolicyHost, slot: &str, base_url: &str) -> Option<Br
     host.catalog()
         .engine()
         .gateway()
-        .breaker_state(slot, base_url)
+        .breaker_state(&policy_host::egress::Caller::plugin(slot), base_url)
 }
 
 /// A password no other drill call uses, so its range is never cached: `<label>-<n>`.

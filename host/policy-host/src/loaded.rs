@@ -5,7 +5,8 @@ use crate::{
         breach_check::BreachCheckPre, captcha::CaptchaPre, password_policy::PasswordPolicyPre,
     },
     decision::PluginIdentity,
-    egress::{PluginEgress, hooks::EgressHooks},
+    egress::CallerPolicy,
+    wasi_http::hooks::EgressHooks,
     engine::PolicyEngine,
     error::PluginError,
     kind::PluginKind,
@@ -50,7 +51,7 @@ pub struct LoadedPlugin {
     pub(crate) settings: ArcSwap<BTreeMap<String, String>>,
     pub(crate) pre: PreInstance,
     /// Where the plugin may send requests; `None` for kinds without network access.
-    pub(crate) egress: Option<Arc<PluginEgress>>,
+    pub(crate) egress: Option<Arc<CallerPolicy>>,
     /// `slot: name version` as the plugin reports them, for its log lines.
     label: Arc<str>,
     decisions: AtomicU64,
@@ -67,7 +68,7 @@ impl LoadedPlugin {
         wit_version: String,
         settings: Arc<BTreeMap<String, String>>,
         pre: PreInstance,
-        egress: Option<Arc<PluginEgress>>,
+        egress: Option<Arc<CallerPolicy>>,
         admission: (Arc<Semaphore>, u32),
     ) -> Self {
         let label = format!("{}: (loading)", identity.name).into();
@@ -236,7 +237,7 @@ impl LoadedPlugin {
 
 impl LoadedPlugin {
     /// Where this plugin may send requests (`None` for kinds without network access).
-    pub fn egress(&self) -> Option<&Arc<PluginEgress>> {
+    pub fn egress(&self) -> Option<&Arc<CallerPolicy>> {
         self.egress.as_ref()
     }
 

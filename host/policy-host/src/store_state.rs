@@ -2,7 +2,8 @@
 
 use crate::{
     bindings::{logging, settings},
-    egress::{hooks::EgressHooks, outgoing_handler::GatewayOutgoing, redact::Redactor},
+    egress::redact::Redactor,
+    wasi_http::{hooks::EgressHooks, outgoing_handler::GatewayOutgoing},
 };
 use std::{collections::BTreeMap, sync::Arc};
 use wasmtime::{ResourceLimiter, component::ResourceTable};

@@ -15,7 +15,7 @@
 //! used: the last key that parsed stays in force until a good one arrives.
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use policy_host::egress::{config::SecretSource, secrets::SecretStore};
+use egress::{config::SecretSource, secrets::SecretStore};
 use serde::{Deserialize, Serialize};
 use std::{
     collections::BTreeMap,

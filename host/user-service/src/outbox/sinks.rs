@@ -13,7 +13,7 @@ use crate::{
 };
 use bytes::Bytes;
 use http::Method;
-use policy_host::egress::EgressError;
+use egress::EgressError;
 use serde::Deserialize;
 use serde_json::json;
 use std::{io::Write, path::PathBuf, sync::Arc, time::Duration};

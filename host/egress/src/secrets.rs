@@ -3,11 +3,12 @@
 //! [`SecretStore::redactor`] finds the values again, in any common encoding, so that no
 //! response, log line or error can carry one back to a plugin or a caller.
 
-use super::config::SecretSource;
-use super::redact::Redactor;
+use crate::config::SecretSource;
+use crate::redact::Redactor;
 use arc_swap::ArcSwap;
 use std::{
     collections::BTreeMap,
+    path::PathBuf,
     sync::{Arc, Weak},
     time::Duration,
 };
@@ -65,19 +66,65 @@ impl std::fmt::Debug for SecretStore {
     }
 }
 
+/// Why a secret could not be read. Every variant names the secret, never its value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The environment variable the secret comes from is not set.
+    #[error("secret `{name}`: environment variable {variable} is not set")]
+    EnvUnset { name: String, variable: String },
+    /// The file the secret comes from cannot be read.
+    #[error("secret `{name}`: cannot read {}: {source}", path.display())]
+    Unreadable {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The source holds an empty value.
+    #[error("secret `{name}` is empty")]
+    Empty { name: String },
+}
+
+/// Why a placeholder could not be substituted: the request is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubstitutionError {
+    /// `{{secret:` without its closing `}}`.
+    #[error("unterminated secret placeholder")]
+    Unterminated,
+    /// The placeholder's name is not UTF-8.
+    #[error("secret placeholder is not UTF-8")]
+    NotUtf8,
+    /// The secret exists perhaps, but not for this destination.
+    #[error("secret `{name}` is not bound to this destination")]
+    NotBound { name: String },
+    /// No secret of that name is configured.
+    #[error("secret `{name}` is not configured")]
+    NotConfigured { name: String },
+}
+
 /// Reads one secret's value; an error names the secret (never its value).
-fn read(name: &str, source: &SecretSource) -> Result<String, String> {
+fn read(name: &str, source: &SecretSource) -> Result<String, SecretError> {
     let value = match source {
-        SecretSource::Env(variable) => std::env::var(variable)
-            .map_err(|_| format!("secret `{name}`: environment variable {variable} is not set"))?,
+        SecretSource::Env(variable) => {
+            std::env::var(variable).map_err(|_| SecretError::EnvUnset {
+                name: name.to_owned(),
+                variable: variable.clone(),
+            })?
+        }
         SecretSource::File(path) => std::fs::read_to_string(path)
-            .map_err(|error| format!("secret `{name}`: cannot read {}: {error}", path.display()))?
+            .map_err(|source| SecretError::Unreadable {
+                name: name.to_owned(),
+                path: path.clone(),
+                source,
+            })?
             .trim_end_matches(['\r', '\n'])
             .to_owned(),
         SecretSource::Value(value) => value.clone(),
     };
     if value.is_empty() {
-        return Err(format!("secret `{name}` is empty"));
+        return Err(SecretError::Empty {
+            name: name.to_owned(),
+        });
     }
     Ok(value)
 }
@@ -85,7 +132,7 @@ fn read(name: &str, source: &SecretSource) -> Result<String, String> {
 impl SecretStore {
     /// Reads every configured secret. A missing variable or file is an error naming the secret
     /// (never its value).
-    pub fn load(sources: &BTreeMap<String, SecretSource>) -> Result<Self, String> {
+    pub fn load(sources: &BTreeMap<String, SecretSource>) -> Result<Self, SecretError> {
         let mut values = BTreeMap::new();
         for (name, source) in sources {
             values.insert(name.clone(), Arc::from(read(name, source)?));
@@ -170,7 +217,7 @@ impl SecretStore {
         text: &[u8],
         allowed: &[String],
         used: &mut Vec<String>,
-    ) -> Result<Option<Vec<u8>>, String> {
+    ) -> Result<Option<Vec<u8>>, SubstitutionError> {
         if !contains(text, OPEN.as_bytes()) {
             return Ok(None);
         }
@@ -181,15 +228,19 @@ impl SecretStore {
         while let Some(start) = find(rest, OPEN.as_bytes()) {
             out.extend_from_slice(&rest[..start]);
             let after = &rest[start + OPEN.len()..];
-            let end = find(after, CLOSE.as_bytes()).ok_or("unterminated secret placeholder")?;
-            let name = std::str::from_utf8(&after[..end])
-                .map_err(|_| "secret placeholder is not UTF-8")?;
+            let end = find(after, CLOSE.as_bytes()).ok_or(SubstitutionError::Unterminated)?;
+            let name =
+                std::str::from_utf8(&after[..end]).map_err(|_| SubstitutionError::NotUtf8)?;
             if !allowed.iter().any(|bound| bound == name) {
-                return Err(format!("secret `{name}` is not bound to this destination"));
+                return Err(SubstitutionError::NotBound {
+                    name: name.to_owned(),
+                });
             }
             let value = values
                 .get(name)
-                .ok_or_else(|| format!("secret `{name}` is not configured"))?;
+                .ok_or_else(|| SubstitutionError::NotConfigured {
+                    name: name.to_owned(),
+                })?;
             out.extend_from_slice(value.as_bytes());
             if !used.iter().any(|seen| **seen == **value) {
                 used.push(value.to_string());
@@ -222,7 +273,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::*;
 
     fn store() -> SecretStore {
         let sources = BTreeMap::from([(
@@ -243,12 +294,20 @@ mod tests {
         assert_eq!(out, b"secret=s3cr3t&response=abc");
         assert_eq!(used, ["s3cr3t"]);
         let error = store().substitute(body, &[], &mut used).unwrap_err();
-        assert!(error.contains("not bound") && !error.contains("s3cr3t"));
-        assert!(
+        assert_eq!(
+            error,
+            SubstitutionError::NotBound {
+                name: "captcha".to_owned()
+            }
+        );
+        assert!(!error.to_string().contains("s3cr3t"));
+        assert_eq!(
             store()
                 .substitute(b"{{secret:other}}", &["other".to_owned()], &mut used)
-                .unwrap_err()
-                .contains("not configured")
+                .unwrap_err(),
+            SubstitutionError::NotConfigured {
+                name: "other".to_owned()
+            }
         );
         assert_eq!(store().substitute(b"plain", &[], &mut used).unwrap(), None);
     }
@@ -296,10 +355,9 @@ mod tests {
             "x".to_owned(),
             SecretSource::Env("SURELY_NOT_SET_1234".to_owned()),
         )]);
-        assert!(
-            SecretStore::load(&sources)
-                .unwrap_err()
-                .contains("SURELY_NOT_SET_1234")
-        );
+        assert!(matches!(
+            SecretStore::load(&sources).unwrap_err(),
+            SecretError::EnvUnset { variable, .. } if variable == "SURELY_NOT_SET_1234"
+        ));
     }
 }

@@ -1,7 +1,9 @@
 //! The bridge from `wasi:http` to the gateway: wasmtime-wasi-http calls
 //! [`WasiHttpHooks::send_request`] for every outgoing request a plugin makes.
 
-use super::{EgressError, EgressGateway, PluginEgress, client::AttemptError};
+use egress::{
+    CallerPolicy, EgressError, EgressGateway, TimeoutOverrides, client::AttemptError, trace,
+};
 use http_body_util::{BodyExt, Full, Limited};
 use std::{future::Future, sync::Arc, time::Instant};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
@@ -9,20 +11,20 @@ use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpH
 /// The hooks of one decision's store: which plugin is asking, and by when it must be done.
 pub struct EgressHooks {
     /// `None` for plugin kinds without network access: every request is denied.
-    route: Option<(Arc<EgressGateway>, Arc<PluginEgress>)>,
+    route: Option<(Arc<EgressGateway>, Arc<CallerPolicy>)>,
     deadline: Instant,
-    /// The trace of the request the decision serves ([`super::trace::TRACEPARENT`] when the
+    /// The trace of the request the decision serves ([`trace::TRACEPARENT`] when the
     /// store was made), sent only to destinations that opt in.
     traceparent: Option<String>,
 }
 
 impl EgressHooks {
     /// Hooks that route through `gateway` with `egress`'s allowlist.
-    pub fn new(gateway: Arc<EgressGateway>, egress: Arc<PluginEgress>, deadline: Instant) -> Self {
+    pub fn new(gateway: Arc<EgressGateway>, egress: Arc<CallerPolicy>, deadline: Instant) -> Self {
         Self {
             route: Some((gateway, egress)),
             deadline,
-            traceparent: super::trace::current(),
+            traceparent: trace::current(),
         }
     }
 
@@ -62,12 +64,12 @@ impl WasiHttpHooks for EgressHooks {
             let Some((gateway, egress)) = route else {
                 return Err(HttpError::HttpRequestDenied);
             };
-            let limit = gateway.config.max_request_bytes;
+            let limit = gateway.config().max_request_bytes;
             let (mut parts, body) = request.into_parts();
-            super::trace::apply(
+            trace::apply(
                 &mut parts.headers,
                 &parts.uri.to_string(),
-                &gateway.config.trace_context_destinations,
+                &gateway.config().trace_context_destinations,
                 traceparent.as_deref(),
             );
             let body = Limited::new(body, limit)
@@ -79,7 +81,7 @@ impl WasiHttpHooks for EgressHooks {
                 .send(
                     &egress,
                     http::Request::from_parts(parts, body),
-                    options,
+                    options.map(overrides),
                     deadline,
                 )
                 .await
@@ -98,6 +100,15 @@ impl WasiHttpHooks for EgressHooks {
                 Box::new(async { Ok(()) });
             Ok((response, done))
         })
+    }
+}
+
+/// A guest's `request-options` as the gateway takes them: timeouts it may only shorten.
+fn overrides(options: RequestOptions) -> TimeoutOverrides {
+    TimeoutOverrides {
+        connect: options.connect_timeout,
+        first_byte: options.first_byte_timeout,
+        between_bytes: options.between_bytes_timeout,
     }
 }
 

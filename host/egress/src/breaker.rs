@@ -7,10 +7,10 @@
 //! deadline) counts as a failure, so a hanging upstream opens the breaker like a refusing one.
 //! State changes are logged once each.
 
-use super::config::BreakerConfig;
+use crate::config::BreakerConfig;
 use std::{
     collections::VecDeque,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -39,20 +39,26 @@ enum State {
     HalfOpen { in_flight: u32, successes: u32 },
 }
 
-/// A circuit breaker for one destination.
-pub struct CircuitBreaker {
+/// A circuit breaker for one destination. Clones share one state, so a [`Permit`] owns its
+/// breaker and can travel with a request through the gateway's layers.
+#[derive(Clone)]
+pub struct CircuitBreaker(Arc<Shared>);
+
+/// The state behind a [`CircuitBreaker`].
+struct Shared {
     /// The destination, for log lines.
     name: String,
     config: BreakerConfig,
     state: Mutex<State>,
 }
 
+
 /// Permission to make one call. Report its outcome with [`Permit::record`]; dropping it
 /// unrecorded counts as a failure.
 #[derive(Debug)]
 #[must_use = "report the call's outcome with Permit::record"]
-pub struct Permit<'a> {
-    breaker: &'a CircuitBreaker,
+pub struct Permit {
+    breaker: CircuitBreaker,
     probe: bool,
     started: Instant,
     recorded: bool,
@@ -61,18 +67,18 @@ pub struct Permit<'a> {
 impl std::fmt::Debug for CircuitBreaker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CircuitBreaker")
-            .field("name", &self.name)
+            .field("name", &self.0.name)
             .field("state", &self.state())
             .finish()
     }
 }
 
-impl Permit<'_> {
+impl Permit {
     /// Reports how the call went: `usable` when it got an answer the caller can use. A usable
     /// answer slower than the slow-call threshold counts as slow.
     pub fn record(mut self, usable: bool) {
         self.recorded = true;
-        let outcome = match (usable, self.breaker.config.slow_call) {
+        let outcome = match (usable, self.breaker.0.config.slow_call) {
             (false, _) => CallOutcome::Failure,
             (true, Some(threshold)) if self.started.elapsed() > threshold => CallOutcome::Slow,
             (true, _) => CallOutcome::Success,
@@ -81,7 +87,7 @@ impl Permit<'_> {
     }
 }
 
-impl Permit<'_> {
+impl Permit {
     /// Gives the permit back without an outcome: the gateway refused the call itself (an SSRF
     /// refusal, say), which says nothing about the upstream.
     pub fn discard(mut self) {
@@ -94,7 +100,7 @@ impl Permit<'_> {
     }
 }
 
-impl Drop for Permit<'_> {
+impl Drop for Permit {
     fn drop(&mut self) {
         if !self.recorded {
             self.breaker.record(self.probe, CallOutcome::Failure);
@@ -112,19 +118,17 @@ pub struct Open {
 impl CircuitBreaker {
     /// A closed breaker for the destination called `name` (used in log lines).
     pub fn new(name: impl Into<String>, config: BreakerConfig) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             name: name.into(),
             config,
             state: Mutex::new(State::Closed {
                 outcomes: VecDeque::new(),
             }),
-        }
+        }))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock::lock(&self.0.state)
     }
 
     /// The current state (an open breaker whose pause is over reports half-open).
@@ -138,7 +142,7 @@ impl CircuitBreaker {
 
     /// Asks to make a call. Refusals cost a lock and a clock read: an open breaker answers in
     /// microseconds.
-    pub fn try_acquire(&self) -> Result<Permit<'_>, Open> {
+    pub fn try_acquire(&self) -> Result<Permit, Open> {
         let mut state = self.lock();
         let now = Instant::now();
         if let State::Open { until } = *state {
@@ -151,7 +155,7 @@ impl CircuitBreaker {
                 in_flight: 0,
                 successes: 0,
             };
-            tracing::info!(destination = %self.name, "circuit breaker half-open: letting probes through");
+            tracing::info!(destination = %self.0.name, "circuit breaker half-open: letting probes through");
         }
         let probe = match &mut *state {
             State::Closed { .. } => false,
@@ -159,7 +163,7 @@ impl CircuitBreaker {
                 in_flight,
                 successes,
             } => {
-                if *in_flight + *successes >= self.config.half_open_probes.max(1) {
+                if *in_flight + *successes >= self.0.config.half_open_probes.max(1) {
                     return Err(Open {
                         retry_after: Duration::ZERO,
                     });
@@ -170,7 +174,7 @@ impl CircuitBreaker {
             State::Open { .. } => unreachable!("handled above"),
         };
         Ok(Permit {
-            breaker: self,
+            breaker: self.clone(),
             probe,
             started: now,
             recorded: false,
@@ -179,18 +183,18 @@ impl CircuitBreaker {
 
     fn open(&self, state: &mut State, why: &str) {
         *state = State::Open {
-            until: Instant::now() + self.config.open_for,
+            until: Instant::now() + self.0.config.open_for,
         };
         tracing::warn!(
-            destination = %self.name,
-            open_for = ?self.config.open_for,
+            destination = %self.0.name,
+            open_for = ?self.0.config.open_for,
             "circuit breaker open: {why}; calls fail fast until probes succeed"
         );
     }
 
     fn record(&self, probe: bool, outcome: CallOutcome) {
         let mut state = self.lock();
-        let window = self.config.minimum_calls.max(1) as usize;
+        let window = self.0.config.minimum_calls.max(1) as usize;
         match &mut *state {
             State::Closed { outcomes } => {
                 outcomes.push_back(outcome);
@@ -209,10 +213,10 @@ impl CircuitBreaker {
                     .iter()
                     .filter(|outcome| **outcome == CallOutcome::Slow)
                     .count();
-                if failures as f32 >= self.config.failure_rate * calls {
+                if failures as f32 >= self.0.config.failure_rate * calls {
                     let why = format!("{failures} of the last {window} calls failed");
                     self.open(&mut state, &why);
-                } else if slow as f32 >= self.config.slow_call_rate * calls {
+                } else if slow as f32 >= self.0.config.slow_call_rate * calls {
                     let why = format!("{slow} of the last {window} calls were slow");
                     self.open(&mut state, &why);
                 }
@@ -224,11 +228,11 @@ impl CircuitBreaker {
                 *in_flight = in_flight.saturating_sub(1);
                 if outcome == CallOutcome::Success {
                     *successes += 1;
-                    if *successes >= self.config.half_open_probes.max(1) {
+                    if *successes >= self.0.config.half_open_probes.max(1) {
                         *state = State::Closed {
                             outcomes: VecDeque::new(),
                         };
-                        tracing::info!(destination = %self.name, "circuit breaker closed: probes succeeded");
+                        tracing::info!(destination = %self.0.name, "circuit breaker closed: probes succeeded");
                     }
                 } else {
                     self.open(&mut state, "a half-open probe failed");
@@ -242,7 +246,7 @@ impl CircuitBreaker {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::*;
 
     fn breaker(open_for: Duration) -> CircuitBreaker {
         CircuitBreaker::new(

@@ -1,7 +1,7 @@
 //! One HTTP/1.1 attempt to already-checked addresses: a pooled keep-alive connection or a new
 //! one (connect, TLS), send, read a bounded body, each step under its own timeout.
 
-use super::{
+use crate::{
     cache::BufferedResponse,
     pool::{Connection, ConnectionPool, PoolKey},
 };
@@ -85,6 +85,8 @@ impl std::fmt::Display for AttemptError {
         }
     }
 }
+
+impl std::error::Error for AttemptError {}
 
 /// Everything one attempt needs.
 pub struct Attempt<'a> {

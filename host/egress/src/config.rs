@@ -21,7 +21,7 @@ pub struct EgressConfig {
     #[serde(rename = "cache-entries")]
     pub cache_entries: Option<u64>,
     /// Idle keep-alive connections (`[...pool]`).
-    pub pool: super::pool::PoolConfig,
+    pub pool: crate::pool::PoolConfig,
     /// Name servers the gateway asks (`dns-servers`, e.g. `["10.0.0.2:53"]`); empty: the
     /// system's resolver. Either way a lookup is bounded by the destination's connect timeout.
     #[serde(rename = "dns-servers")]
@@ -45,7 +45,7 @@ impl Default for EgressConfig {
             max_request_bytes: 64 << 10,
             cache_bytes: 64 << 20,
             cache_entries: None,
-            pool: super::pool::PoolConfig::default(),
+            pool: crate::pool::PoolConfig::default(),
             secrets_refresh: Duration::from_secs(1),
             dns_servers: Vec::new(),
             secrets: BTreeMap::new(),

@@ -1,11 +1,33 @@
 //! Which destination (if any) a request is allowed to go to.
 //!
-//! Matching only ever sees canonical URLs ([`super::canonical`]): an entry's path prefix is
+//! Matching only ever sees canonical URLs ([`crate::canonical`]): an entry's path prefix is
 //! compared segment by segment with a path that has no dot segments and no encoded separators,
 //! so what matched is exactly what an upstream (or any proxy normalising paths) will serve.
 
-use super::canonical::{self, NonCanonical};
+use crate::canonical::{self, NonCanonical};
 use http::Uri;
+
+/// Why a configured destination URL is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DestinationError {
+    /// Not a URL at all.
+    #[error("invalid destination URL {url:?}: {source}")]
+    Invalid {
+        url: String,
+        #[source]
+        source: http::uri::InvalidUri,
+    },
+    /// A URL, but not in canonical form (see [`canonical`]).
+    #[error("destination URL {url:?}: {source}")]
+    NonCanonical {
+        url: String,
+        #[source]
+        source: NonCanonical,
+    },
+    /// A query cannot be part of a path prefix.
+    #[error("destination URL {url:?}: a query cannot be part of a path prefix")]
+    Query { url: String },
+}
 
 /// A parsed allowlist entry: scheme + host + port (+ path prefix).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,17 +43,21 @@ pub struct Destination {
 impl Destination {
     /// Parses `https://host[:port][/prefix]`. Only canonical `http` and `https` URLs without a
     /// query are accepted (see [`canonical`]).
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|error| format!("invalid destination URL {url:?}: {error}"))?;
-        let refuse = |error: NonCanonical| format!("destination URL {url:?}: {error}");
+    pub fn parse(url: &str) -> Result<Self, DestinationError> {
+        let uri: Uri = url.parse().map_err(|error| DestinationError::Invalid {
+            url: url.to_owned(),
+            source: error,
+        })?;
+        let refuse = |error: NonCanonical| DestinationError::NonCanonical {
+            url: url.to_owned(),
+            source: error,
+        };
         let origin = canonical::origin_of(&uri).map_err(refuse)?;
         canonical::check_path(uri.path()).map_err(refuse)?;
         if uri.query().is_some() {
-            return Err(format!(
-                "destination URL {url:?}: a query cannot be part of a path prefix"
-            ));
+            return Err(DestinationError::Query {
+                url: url.to_owned(),
+            });
         }
         Ok(Self {
             scheme: origin.scheme.to_owned(),
@@ -89,7 +115,7 @@ pub fn target_of(uri: &Uri) -> Option<(String, String, u16)> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::*;
 
     fn uri(text: &str) -> Uri {
         text.parse().unwrap()
@@ -221,7 +247,7 @@ mod tests {
 /// Property tests of the matcher against the normalisation an upstream or a proxy may apply.
 #[cfg(test)]
 mod properties {
-    use super::*;
+    use crate::*;
     use proptest::prelude::*;
 
     /// Path pieces, including every dot and separator spelling the matcher must see through.

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 use tokio::task::JoinHandle;
@@ -29,11 +29,11 @@ pub struct PoolConfig {
     pub max_idle_per_host: usize,
     /// An idle connection is closed after this long (`idle-timeout-ms`); keep it below the
     /// upstreams' own keep-alive timeouts.
-    #[serde(rename = "idle-timeout-ms", with = "super::config::millis")]
+    #[serde(rename = "idle-timeout-ms", with = "crate::config::millis")]
     pub idle_timeout: Duration,
     /// No connection is reused once it is this old (`max-lifetime-ms`), so DNS changes and
     /// load balancers' rebalancing are seen.
-    #[serde(rename = "max-lifetime-ms", with = "super::config::millis")]
+    #[serde(rename = "max-lifetime-ms", with = "crate::config::millis")]
     pub max_lifetime: Duration,
 }
 
@@ -87,10 +87,11 @@ struct Idle {
     since: Instant,
 }
 
-/// The gateway's idle connections.
+/// The gateway's idle connections. Clones share the same connections.
+#[derive(Clone)]
 pub struct ConnectionPool {
     config: PoolConfig,
-    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+    idle: Arc<Mutex<HashMap<PoolKey, Vec<Idle>>>>,
 }
 
 impl ConnectionPool {
@@ -98,14 +99,12 @@ impl ConnectionPool {
     pub fn new(config: PoolConfig) -> Self {
         Self {
             config,
-            idle: Mutex::new(HashMap::new()),
+            idle: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Vec<Idle>>> {
-        self.idle
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock::lock(&self.idle)
     }
 
     /// The most recently used live connection for `key`, if any. Expired and closed ones met

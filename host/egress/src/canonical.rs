@@ -19,7 +19,6 @@
 //! from a plugin never reach an upstream, and the gateway owns content-encoding
 //! (`Accept-Encoding: identity`).
 
-use super::EgressError;
 use bytes::Bytes;
 use http::{
     HeaderMap, HeaderName, HeaderValue, Request, Uri,
@@ -366,18 +365,6 @@ pub fn canonicalize(request: Request<Bytes>) -> Result<Request<Bytes>, NonCanoni
     Ok(Request::from_parts(parts, body))
 }
 
-/// [`canonicalize`] for `plugin`'s request, a refusal logged with the plugin's name, counted
-/// under `egress_denied_total{reason="non-canonical"}` and returned as
-/// [`EgressError::Denied`] (`HttpRequestDenied` for the guest).
-pub fn admit(plugin: &str, request: Request<Bytes>) -> Result<Request<Bytes>, EgressError> {
-    let method = request.method().clone();
-    canonicalize(request).map_err(|refusal| {
-        tracing::warn!(plugin, %method, %refusal, "egress denied: non-canonical request");
-        metrics::counter!("egress_denied_total", "plugin" => plugin.to_owned(), "reason" => "non-canonical").increment(1);
-        EgressError::Denied(format!("non-canonical request: {refusal}"))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -634,17 +621,14 @@ mod tests {
         let request = Request::get("http://admin:pw@127.0.0.1:8080/range/x")
             .body(Bytes::new())
             .unwrap();
-        let error = admit("breach-check", request).unwrap_err();
-        assert_eq!(
-            error,
-            EgressError::Denied("non-canonical request: the URL carries userinfo".into())
-        );
+        let error = canonicalize(request).unwrap_err();
+        assert_eq!(error, NonCanonical::Userinfo);
         assert!(!error.to_string().contains("pw"));
         let request = Request::get("http://127.0.0.1:8080/range/ABCDE?x=1")
             .header("x-forwarded-for", "10.0.0.1")
             .body(Bytes::new())
             .unwrap();
-        let admitted = admit("breach-check", request).unwrap();
+        let admitted = canonicalize(request).unwrap();
         assert_eq!(
             admitted.uri().to_string(),
             "http://127.0.0.1:8080/range/ABCDE?x=1"

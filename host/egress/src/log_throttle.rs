@@ -28,9 +28,7 @@ static ENTRIES: LazyLock<Mutex<HashMap<String, Entry>>> =
 pub fn warn_throttled(key: &str, log: impl FnOnce(u64)) {
     let now = Instant::now();
     let suppressed = {
-        let mut entries = ENTRIES
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut entries = crate::lock::lock(&ENTRIES);
         if let Some(entry) = entries.get_mut(key) {
             if now.duration_since(entry.last_logged) < INTERVAL {
                 entry.suppressed += 1;

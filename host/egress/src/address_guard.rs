@@ -96,12 +96,16 @@ impl NameResolver {
         Self::Servers(Box::new(builder.build()))
     }
 
-    async fn lookup(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    async fn lookup(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, AddressError> {
+        let unresolvable = |reason: String| AddressError::Unresolvable {
+            host: host.to_owned(),
+            reason,
+        };
         match self {
             Self::System => tokio::net::lookup_host((host, port))
                 .await
                 .map(Iterator::collect)
-                .map_err(|error| error.to_string()),
+                .map_err(|error| unresolvable(error.to_string())),
             Self::Servers(resolver) => {
                 // Fully qualified: search domains never rewrite a destination's name.
                 let name = format!("{}.", host.trim_end_matches('.'));
@@ -109,7 +113,7 @@ impl NameResolver {
                     .lookup_ip(name)
                     .await
                     .map(|found| found.iter().map(|ip| SocketAddr::new(ip, port)).collect())
-                    .map_err(|error| error.to_string())
+                    .map_err(|error| unresolvable(error.to_string()))
             }
         }
     }
@@ -124,15 +128,7 @@ pub async fn resolve_checked(
 ) -> Result<Vec<SocketAddr>, AddressError> {
     let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => {
-            resolver
-                .lookup(host, port)
-                .await
-                .map_err(|reason| AddressError::Unresolvable {
-                    host: host.to_owned(),
-                    reason,
-                })?
-        }
+        Err(_) => resolver.lookup(host, port).await?,
     };
     if addresses.is_empty() {
         return Err(AddressError::Unresolvable {
