@@ -115,7 +115,7 @@ pub fn target_of(uri: &Uri) -> Option<(String, String, u16)> {
 
 #[cfg(test)]
 mod tests {
-    use crate::*;
+    use super::*;
 
     fn uri(text: &str) -> Uri {
         text.parse().unwrap()
@@ -247,7 +247,7 @@ mod tests {
 /// Property tests of the matcher against the normalisation an upstream or a proxy may apply.
 #[cfg(test)]
 mod properties {
-    use crate::*;
+    use super::*;
     use proptest::prelude::*;
 
     /// Path pieces, including every dot and separator spelling the matcher must see through.

@@ -52,7 +52,6 @@ struct Shared {
     state: Mutex<State>,
 }
 
-
 /// Permission to make one call. Report its outcome with [`Permit::record`]; dropping it
 /// unrecorded counts as a failure.
 #[derive(Debug)]
@@ -246,7 +245,7 @@ impl CircuitBreaker {
 
 #[cfg(test)]
 mod tests {
-    use crate::*;
+    use super::*;
 
     fn breaker(open_for: Duration) -> CircuitBreaker {
         CircuitBreaker::new(

@@ -273,7 +273,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use crate::*;
+    use super::*;
 
     fn store() -> SecretStore {
         let sources = BTreeMap::from([(

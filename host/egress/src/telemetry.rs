@@ -69,22 +69,30 @@ pub(crate) fn retried(caller: &Caller, origin: &str) {
 
 /// An upstream failure: counted always, logged the first time and then once per interval
 /// with a count.
-pub(crate) fn failed(caller: &Caller, origin: &str, kind: &'static str, error: &dyn std::fmt::Display) {
+pub(crate) fn failed(
+    caller: &Caller,
+    origin: &str,
+    kind: &'static str,
+    error: &dyn std::fmt::Display,
+) {
     let [caller_label, destination] = labels(caller, origin);
     metrics::counter!(
         "egress_failures_total",
         &[caller_label, destination, ("kind", kind.to_owned())]
     )
     .increment(1);
-    log_throttle::warn_throttled(&format!("{} {origin} {kind}", caller.name()), |suppressed| {
-        warn_for!(
-            caller,
-            destination = %origin,
-            kind,
-            %error,
-            suppressed,
-            "egress attempt failed ({suppressed} more like it in the last {:?} not logged)",
-            log_throttle::INTERVAL
-        );
-    });
+    log_throttle::warn_throttled(
+        &format!("{} {origin} {kind}", caller.name()),
+        |suppressed| {
+            warn_for!(
+                caller,
+                destination = %origin,
+                kind,
+                %error,
+                suppressed,
+                "egress attempt failed ({suppressed} more like it in the last {:?} not logged)",
+                log_throttle::INTERVAL
+            );
+        },
+    );
 }

@@ -4,10 +4,10 @@ use crate::{
     artifact_cache::ArtifactCache,
     bindings::{logging, password_policy::PasswordPolicy, settings, types},
     egress::{EgressGateway, config::EgressConfig},
-    wasi_http::outgoing_handler,
     kind::PluginKind,
     limits::RuntimeLimits,
     store_state::PluginState,
+    wasi_http::outgoing_handler,
 };
 use std::{
     sync::{

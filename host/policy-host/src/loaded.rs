@@ -6,11 +6,11 @@ use crate::{
     },
     decision::PluginIdentity,
     egress::CallerPolicy,
-    wasi_http::hooks::EgressHooks,
     engine::PolicyEngine,
     error::PluginError,
     kind::PluginKind,
     store_state::{MemoryCapExceeded, PluginState},
+    wasi_http::hooks::EgressHooks,
 };
 use arc_swap::ArcSwap;
 use std::{

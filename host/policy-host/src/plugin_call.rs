@@ -3,7 +3,9 @@
 //! host's timer, and turn a failure into a typed [`PluginError`]. Each kind supplies only its
 //! input conversion and the export it calls.
 
-use crate::{engine::PolicyEngine, error::PluginError, loaded::LoadedPlugin, store_state::PluginState};
+use crate::{
+    engine::PolicyEngine, error::PluginError, loaded::LoadedPlugin, store_state::PluginState,
+};
 use wasmtime::Store;
 
 /// Refuses an input of `size` bytes over the engine's `max-input-bytes`.

@@ -4,8 +4,7 @@
 
 use super::{Call, Routed, Stage};
 use crate::{
-    EgressError, cache::BufferedResponse, canonical, error::Denial, telemetry,
-    telemetry::warn_for,
+    EgressError, cache::BufferedResponse, canonical, error::Denial, telemetry, telemetry::warn_for,
 };
 
 /// Matches a [`Call`] against its caller's policy.

@@ -124,7 +124,9 @@ pub type Layers = allowlist::Allowlist<
         secrets::Secrets<
             cache::Cache<
                 destination_guard::DestinationGuard<
-                    address_guard::AddressGuard<retry::Retry<retry::JitteredRetry, attempt::SendAttempt>>,
+                    address_guard::AddressGuard<
+                        retry::Retry<retry::JitteredRetry, attempt::SendAttempt>,
+                    >,
                 >,
             >,
         >,
@@ -157,7 +159,10 @@ impl Stack {
         );
         let destination_guard =
             destination_guard::DestinationGuard::new(destinations.clone(), address_guard);
-        let cache = cache::Cache::new(crate::cache::new_cache(config.cache_bytes), destination_guard);
+        let cache = cache::Cache::new(
+            crate::cache::new_cache(config.cache_bytes),
+            destination_guard,
+        );
         let secrets = secrets::Secrets::new(secrets, config.max_request_bytes, cache);
         let metered = metered::Metered::new(destinations.clone(), secrets);
         Self {
@@ -166,3 +171,6 @@ impl Stack {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

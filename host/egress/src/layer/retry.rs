@@ -9,8 +9,8 @@ use crate::{
     retry::{full_jitter_delay, is_idempotent, is_retryable_status},
     telemetry,
 };
-use http::Request;
 use bytes::Bytes;
+use http::Request;
 use std::time::Duration;
 use tower::retry::budget::Budget;
 

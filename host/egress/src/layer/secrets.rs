@@ -79,11 +79,10 @@ impl<S> Secrets<S> {
 impl<'a, S: Stage<Routed<'a>>> Stage<Routed<'a>> for Secrets<S> {
     async fn send(&self, mut routed: Routed<'a>) -> Result<BufferedResponse, EgressError> {
         let request = std::mem::take(&mut routed.request);
-        let (request, carries_secrets) =
-            self.inject(request, &routed).inspect_err(|error| {
-                warn_for!(routed.caller, destination = %routed.origin(), %error, "egress denied");
-                telemetry::denied(routed.caller, "secret");
-            })?;
+        let (request, carries_secrets) = self.inject(request, &routed).inspect_err(|error| {
+            warn_for!(routed.caller, destination = %routed.origin(), %error, "egress denied");
+            telemetry::denied(routed.caller, "secret");
+        })?;
         routed.request = request;
         routed.carries_secrets = carries_secrets;
         let response = self.inner.send(routed).await?;

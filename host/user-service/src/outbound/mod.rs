@@ -20,11 +20,11 @@ use self::{
     token::TokenSource,
 };
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, StatusCode, header};
 use egress::{
     Caller, CallerPolicy, EgressError, EgressGateway, cache::BufferedResponse,
     config::DestinationConfig,
 };
+use http::{HeaderValue, Method, Request, StatusCode, header};
 use std::{
     sync::Arc,
     time::{Duration, Instant},

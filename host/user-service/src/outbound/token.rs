@@ -12,12 +12,12 @@ use super::{
 };
 use base64::Engine as _;
 use bytes::Bytes;
-use http::{Method, Request, header};
 use egress::{
     Caller, CallerPolicy, EgressGateway,
     config::{CallPolicy, DestinationConfig, SecretSource},
     secrets::SecretStore,
 };
+use http::{Method, Request, header};
 use serde::Deserialize;
 use std::{
     collections::BTreeMap,

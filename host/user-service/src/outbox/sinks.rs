@@ -12,8 +12,8 @@ use crate::{
     store::OutboxEvent,
 };
 use bytes::Bytes;
-use http::Method;
 use egress::EgressError;
+use http::Method;
 use serde::Deserialize;
 use serde_json::json;
 use std::{io::Write, path::PathBuf, sync::Arc, time::Duration};
