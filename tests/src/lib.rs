@@ -114,7 +114,7 @@ pub fn breach_slot(base_url: &str, policy: CallPolicy, settings: &[(&str, &str)]
         url: format!("{base_url}/range/"),
         allow_private: true,
         secrets: Vec::new(),
-        cache_ttl: Some(Duration::from_secs(3600)),
+        cache_ttl: Some(Duration::from_hours(1)),
         idempotency_header: None,
         policy: Some(policy),
     }];

@@ -302,7 +302,7 @@ async fn start_child(data: &Path, nats_url: &str) -> (Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("the child service");
-    let address = wait_until(Duration::from_secs(60), || async {
+    let address = wait_until(Duration::from_mins(1), || async {
         data.join("address").exists()
     })
     .await;
@@ -336,7 +336,7 @@ impl AckHolder {
                 let (mut server_read, mut client_write) = (server, client);
                 let holding = holding.clone();
                 std::thread::spawn(move || {
-                    pipe(&mut server_read, &mut client_write, Some(holding))
+                    pipe(&mut server_read, &mut client_write, Some(holding));
                 });
             }
         });

@@ -200,7 +200,7 @@ fn invalid_locations_are_rejected_at_startup() {
     for location in [both, neither, ftp, scheme] {
         match one("svc", location) {
             Err(err @ DiscoveryError::Misconfigured { .. }) => {
-                assert!(err.to_string().contains("svc"), "{err}")
+                assert!(err.to_string().contains("svc"), "{err}");
             }
             Err(err) => panic!("unexpected {err:?}"),
             Ok(_) => panic!("accepted"),

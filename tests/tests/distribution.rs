@@ -341,13 +341,13 @@ async fn post_source_and_wait(service: &TestService, source: &str, digest: &str)
         .await
         .expect("post");
     assert_eq!(response.status(), 202, "{:?}", response.text().await);
-    let served = wait_until(Duration::from_secs(60), || async {
+    let served = wait_until(Duration::from_mins(1), || async {
         service
             .state
             .host
             .catalog()
             .slot(SLOT)
-            .and_then(|slot| slot.current())
+            .and_then(policy_host::catalog::Slot::current)
             .and_then(|plugin| plugin.identity.provenance.clone())
             .is_some_and(|provenance| provenance.digest == digest)
     })

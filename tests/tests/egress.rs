@@ -18,7 +18,7 @@ fn destination(url: String, secrets: &[&str]) -> DestinationConfig {
     DestinationConfig {
         url,
         allow_private: true,
-        secrets: secrets.iter().map(|secret| secret.to_string()).collect(),
+        secrets: secrets.iter().map(ToString::to_string).collect(),
         cache_ttl: None,
         idempotency_header: None,
         policy: Some(quick_policy()),
@@ -273,7 +273,7 @@ fn allowed_normal_path(path: &str) -> bool {
             .any(|encoded| lower.contains(encoded))
         && path_only
             .split('/')
-            .all(|segment| !matches!(segment.split(';').next(), Some(".") | Some("..")));
+            .all(|segment| !matches!(segment.split(';').next(), Some("." | "..")));
     under && normal
 }
 

@@ -34,7 +34,7 @@ const CONCURRENCY: usize = 8;
 /// How long the breaker has to open (a hanging upstream costs a first-byte timeout a round).
 const OPEN_WITHIN: Duration = Duration::from_secs(5);
 /// How long the breaker stays open: short, so a drill is quick.
-const OPEN_FOR: Duration = Duration::from_millis(1000);
+const OPEN_FOR: Duration = Duration::from_secs(1);
 /// How long decisions are sampled while it is open (well inside `OPEN_FOR`).
 const OPEN_SAMPLE: Duration = Duration::from_millis(400);
 /// The p99 a decision may take while the breaker is open.
@@ -252,7 +252,8 @@ async fn sample_while_open(
 ) -> Vec<(Duration, Seen)> {
     let _quiet = QUIET.lock().await;
     let mut samples = Vec::new();
-    let until = (Instant::now() + OPEN_SAMPLE).min(seen_open + OPEN_FOR - OPEN_SAMPLE / 4);
+    let until = (Instant::now() + OPEN_SAMPLE)
+        .min((seen_open + OPEN_FOR).checked_sub(OPEN_SAMPLE / 4).unwrap());
     while Instant::now() < until {
         let (n, password) = calls.take();
         let before = Instant::now();

@@ -278,7 +278,7 @@ async fn a_notification_service_that_is_down_gets_every_reset_after_it_recovers(
         assert!(link.contains("/verify-email?token="), "{link}");
     }
     let mut recipients: Vec<&str> = emails.iter().map(|e| e["to"].as_str().unwrap()).collect();
-    recipients.sort();
+    recipients.sort_unstable();
     assert_eq!(recipients, users);
     for email in &emails {
         assert_eq!(email["templateId"], "password-reset");
@@ -887,7 +887,7 @@ async fn an_echoed_request_leaks_no_token(storage: Storage) {
         .server
         .requests()
         .iter()
-        .map(|request| request.everything())
+        .map(harness::upstream::RecordedRequest::everything)
         .collect();
     for secret in &secrets[1..] {
         assert!(echoed.contains(secret.as_str()), "{secret} was sent");

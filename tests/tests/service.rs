@@ -216,7 +216,7 @@ async fn failures_bring_a_captcha_then_a_lock() {
     let hibp = HibpServer::start(&[]).await;
     let turnstile = CaptchaServer::start(Vendor::Turnstile).await;
     let service = TestService::start(&hibp.server.url(), Some(&turnstile.url()), |config| {
-        config.flows.lock_after_failures = 6
+        config.flows.lock_after_failures = 6;
     })
     .await
     .unwrap();

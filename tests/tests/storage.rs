@@ -289,7 +289,7 @@ async fn the_service_runs_on_postgres() {
         .expect("a PostgreSQL server");
     let hibp = HibpServer::start(&[]).await;
     let service = TestService::start(&hibp.server.url(), None, |config| {
-        config.database_url = url.clone()
+        config.database_url = url.clone();
     })
     .await
     .unwrap();

@@ -33,7 +33,9 @@ use std::{
 pub enum ReloadOutcome {
     /// A new version now serves.
     Swapped {
+        /// The version that served before (none on a first load).
         from: Option<PluginIdentity>,
+        /// The version that serves now.
         to: PluginIdentity,
     },
     /// The file holds the version already serving; nothing changed.
@@ -44,19 +46,27 @@ pub enum ReloadOutcome {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RollbackError {
     #[error("no plugin slot named `{0}`")]
+    /// No slot of that name.
     UnknownSlot(String),
     #[error("plugin `{0}` has no previous version to roll back to")]
+    /// The slot keeps no previous version.
     NoPreviousVersion(String),
 }
 
 /// A slot's state, for the admin API.
 #[derive(Debug, Clone)]
 pub struct SlotStatus {
+    /// The slot's name.
     pub name: String,
+    /// The kind of plugin it takes.
     pub kind: PluginKind,
+    /// Whether it is enabled in the configuration.
     pub enabled: bool,
+    /// The version serving, if any.
     pub current: Option<VersionStatus>,
+    /// The version a rollback returns to, if any.
     pub previous: Option<PluginIdentity>,
+    /// Why the last load failed, if it did.
     pub last_error: Option<String>,
     /// Where the slot's candidates come from and how the serving one was obtained.
     pub source: SourceStatus,
@@ -78,8 +88,11 @@ pub struct SourceStatus {
 /// A loaded version, for the admin API.
 #[derive(Debug, Clone)]
 pub struct VersionStatus {
+    /// The version's identity.
     pub identity: PluginIdentity,
+    /// When it was loaded.
     pub loaded_at: SystemTime,
+    /// Decisions it made since.
     pub decisions_served: u64,
 }
 
@@ -236,7 +249,7 @@ impl Catalog {
         let _serialised = slot.loading.lock().await;
         let source = lock(&slot.source).clone();
         let result = self.load_into(slot, &source).await;
-        self.record(name, slot, &result);
+        Self::record(name, slot, &result);
         result
     }
 
@@ -276,7 +289,7 @@ impl Catalog {
             *lock(&slot.source) = source;
         }
         *lock(&slot.pending_source) = None;
-        self.record(name, slot, &result);
+        Self::record(name, slot, &result);
         result
     }
 
@@ -291,7 +304,7 @@ impl Catalog {
     }
 
     /// Logs a load's outcome and keeps its error for the admin API.
-    fn record(&self, name: &str, slot: &Slot, result: &Result<ReloadOutcome, LoadError>) {
+    fn record(name: &str, slot: &Slot, result: &Result<ReloadOutcome, LoadError>) {
         match result {
             Ok(ReloadOutcome::Swapped { from, to }) => {
                 tracing::info!(
@@ -583,5 +596,5 @@ fn prepare(
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -114,6 +114,7 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<S
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+/// The body of `PATCH /v1/users/me`.
 pub struct PatchRequest {
     /// Absent: unchanged; `null` or blank: removed.
     #[serde(default, deserialize_with = "present")]
@@ -198,6 +199,7 @@ pub async fn patch_me(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+/// The body of `DELETE /v1/users/me`.
 pub struct DeleteRequest {
     current_password: String,
     captcha_token: Option<String>,

@@ -179,6 +179,7 @@ fn context_words(state: &AppState, email: &str, display_name: Option<&str>) -> V
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+/// The body of `POST /v1/users`.
 pub struct RegisterRequest {
     email: String,
     password: String,
@@ -293,6 +294,7 @@ pub async fn register(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+/// The body of `POST /v1/sessions`.
 pub struct LoginRequest {
     email: String,
     password: String,
@@ -453,6 +455,7 @@ async fn accept_new_password(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+/// The body of `POST /v1/password/change`.
 pub struct ChangeRequest {
     /// The account, without a session; with one, absent or the session's account.
     email: Option<String>,
@@ -536,6 +539,7 @@ pub async fn change_password(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+/// The body of `POST /v1/password/reset-requests`.
 pub struct ResetRequest {
     email: String,
     captcha_token: Option<String>,
@@ -589,6 +593,7 @@ pub async fn request_reset(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+/// The body of `POST /v1/password/reset`.
 pub struct CompleteResetRequest {
     token: String,
     new_password: String,
@@ -635,6 +640,7 @@ pub async fn complete_reset(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+/// The body of `POST /v1/password/check`.
 pub struct CheckRequest {
     password: String,
     email: Option<String>,
@@ -679,7 +685,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             .host
             .catalog()
             .slot(policy)
-            .and_then(|slot| slot.current())
+            .and_then(policy_host::catalog::Slot::current)
             .is_none()
     {
         missing.push(policy.clone());

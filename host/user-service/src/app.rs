@@ -32,11 +32,15 @@ use tower_http::catch_panic::CatchPanicLayer;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    /// The configuration the service started with.
     pub config: Arc<ServiceConfig>,
+    /// The plugin host that makes the policy decisions.
     pub host: Arc<PolicyHost>,
+    /// The database.
     pub store: Store,
     /// Login throttles, counted in the database (shared by every replica).
     pub throttle: LoginThrottle,
+    /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Calls to internal services (Notification, Configuration) by logical name.
     pub internal: Arc<InternalClient>,
@@ -88,10 +92,10 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<AppState> {
     for slot in host.catalog().status() {
         match (&slot.current, &slot.last_error) {
             (Some(current), _) => {
-                tracing::info!(plugin = %slot.name, version = %current.identity.version, sha256 = %current.identity.sha256, "plugin serving")
+                tracing::info!(plugin = %slot.name, version = %current.identity.version, sha256 = %current.identity.sha256, "plugin serving");
             }
             (None, Some(error)) => {
-                tracing::error!(plugin = %slot.name, %error, "plugin not loaded")
+                tracing::error!(plugin = %slot.name, %error, "plugin not loaded");
             }
             (None, None) => tracing::debug!(plugin = %slot.name, "no plugin file"),
         }

@@ -110,6 +110,7 @@ pub async fn send(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+/// The body of `POST /v1/email/verify`.
 pub struct VerifyRequest {
     token: String,
 }
@@ -178,6 +179,7 @@ pub async fn verify(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+/// The body of `POST /v1/email/verification-requests`.
 pub struct ResendRequest {
     email: String,
 }

@@ -19,9 +19,12 @@ pub struct Problem {
     /// A stable URI naming the kind of problem, e.g. `urn:user-service:problem:weak-password`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// A short, human-readable summary.
     pub title: String,
+    /// The HTTP status.
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// This occurrence, explained.
     pub detail: Option<String>,
     /// Every policy finding (code + guidance), when a policy refused.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -29,6 +32,7 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// A problem of this status, kind and title.
     pub fn new(status: StatusCode, kind: &str, title: &str) -> Self {
         Self {
             kind: format!("urn:user-service:problem:{kind}"),
@@ -39,20 +43,24 @@ impl Problem {
         }
     }
 
+    /// With this detail.
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
         self
     }
 
+    /// With these findings.
     pub fn findings(mut self, findings: Vec<Finding>) -> Self {
         self.findings = findings;
         self
     }
 
+    /// A 400 of this kind.
     pub fn bad_request(kind: &str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, kind, "The request is invalid").detail(detail)
     }
 
+    /// A 500 that logs `error` and tells the client nothing more.
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "internal error");
         Self::new(

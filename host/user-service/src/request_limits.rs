@@ -13,7 +13,9 @@ use axum::{
 /// The limits, copied from `[http]`.
 #[derive(Debug, Clone, Copy)]
 pub struct HeaderLimits {
+    /// At most this many header fields.
     pub max_headers: usize,
+    /// At most this many bytes of header fields in all.
     pub max_header_bytes: usize,
 }
 

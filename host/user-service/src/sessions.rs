@@ -177,7 +177,9 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// A request made with a live session: the session and its user.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
+    /// The session the token opened.
     pub session: StoredSession,
+    /// Its user.
     pub user: User,
 }
 

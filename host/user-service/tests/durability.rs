@@ -42,7 +42,7 @@ fn start(config: &Path, port: u16) -> Child {
     let started = Instant::now();
     while request(port, "GET", "/readyz", "").ok() != Some(200) {
         assert!(
-            started.elapsed() < Duration::from_secs(60),
+            started.elapsed() < Duration::from_mins(1),
             "the service did not become ready"
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -175,7 +175,7 @@ fn serve_delivery(stream: TcpStream, hang: &AtomicBool, deliveries: &Mutex<Vec<(
     if hang.load(Ordering::SeqCst) {
         deliveries.lock().unwrap().push((key, false));
         // Hold the request until the service is killed (or a minute passes).
-        std::thread::sleep(Duration::from_secs(60));
+        std::thread::sleep(Duration::from_mins(1));
         return;
     }
     deliveries.lock().unwrap().push((key, true));
