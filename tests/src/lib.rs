@@ -1,4 +1,5 @@
-//! The wasmtime host harness: helpers shared by the tests in `tests/tests/`.
+//! The wasmtime host harness: helpers shared by the tests in `tests/tests/all/` (one binary,
+//! a module per area) and the benches.
 //!
 //! Everything here uses the real pieces: the components built from `plugin/` (through the
 //! `bundled-plugins` crate) and from `tests/components/` (this crate's build script), loaded by
@@ -8,10 +9,12 @@ pub mod captcha_vendors;
 pub mod dns;
 pub mod faults;
 pub mod hibp;
+pub mod http;
 pub mod internal_services;
 pub mod log_capture;
 pub mod nats;
 pub mod postgres;
+pub mod process;
 pub mod registry;
 pub mod service;
 pub mod upstream;

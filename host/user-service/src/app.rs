@@ -267,3 +267,18 @@ pub async fn serve(
     let http = state.config.http.clone();
     server::serve(router(state), listener, &http, shutdown).await
 }
+
+/// What the `user-service` binary runs once its configuration is loaded and logging is set
+/// up: [`start`], listen on `listen`, [`serve`] until `shutdown` resolves.
+pub async fn run(
+    config: ServiceConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let state = start(config).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot listen on {listen}: {error}"))?;
+    tracing::info!(address = %listener.local_addr()?, "user service listening");
+    serve(state, listener, shutdown).await
+}

@@ -31,5 +31,5 @@ pub mod telemetry;
 pub mod throttle;
 pub mod trace_context;
 
-pub use app::{AppState, router, serve, start};
+pub use app::{AppState, router, run, serve, start};
 pub use config::ServiceConfig;

@@ -3,6 +3,7 @@
 use harness::{
     captcha_vendors::{CaptchaServer, Vendor},
     hibp::{HibpServer, Mode},
+    http::post,
     service::{ADMIN_TOKEN, TestService},
     wait_until,
 };
@@ -11,13 +12,6 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 const GOOD_PASSWORD: &str = "correct horse battery staple";
-
-async fn post(client: &Client, url: String, body: Value) -> (StatusCode, Value) {
-    let response = client.post(url).json(&body).send().await.expect("request");
-    let status = response.status();
-    let body = response.json::<Value>().await.unwrap_or(Value::Null);
-    (status, body)
-}
 
 fn codes(problem: &Value) -> Vec<String> {
     problem["findings"]

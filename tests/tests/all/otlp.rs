@@ -3,7 +3,7 @@
 //! (`ExportTraceServiceRequest`). A request's spans carry the trace id of its `traceparent`,
 //! the one its event stores; another request's spans carry another.
 //!
-//! This file is its own process: it installs the global `tracing` subscriber (once) with the
+//! The test runs in a process of its own (`harness::process::own_process`): it installs the global `tracing` subscriber (once) with the
 //! layer `user_service::telemetry::otlp_layer` builds, as `main` does.
 
 use harness::{
@@ -81,6 +81,12 @@ fn trace_id(traceparent: &str) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_requests_spans_share_the_trace_id_of_its_event() {
+    if !harness::process::own_process(
+        module_path!(),
+        "a_requests_spans_share_the_trace_id_of_its_event",
+    ) {
+        return;
+    }
     let (collector, spans, services) = collector().await;
     let (layer, provider) = otlp_layer(&TelemetryConfig {
         otlp_endpoint: Some(collector.url()),

@@ -456,6 +456,13 @@ async fn plugin_sees(host: &PolicyHost, command: &str) -> String {
 
 #[tokio::test]
 async fn a_reflected_secret_never_reaches_the_plugin_or_a_log() {
+    // The capturing subscriber is global: a process of its own keeps it off other tests.
+    if !harness::process::own_process(
+        module_path!(),
+        "a_reflected_secret_never_reaches_the_plugin_or_a_log",
+    ) {
+        return;
+    }
     harness::log_capture::install();
     let upstream = reflector(false).await;
     let (_dir, host) = host_reaching(&upstream).await;
@@ -499,6 +506,13 @@ async fn a_reflected_secret_never_reaches_the_plugin_or_a_log() {
 
 #[tokio::test]
 async fn an_upstream_that_compresses_unasked_is_refused_not_scrubbed_blind() {
+    // The capturing subscriber is global: a process of its own keeps it off other tests.
+    if !harness::process::own_process(
+        module_path!(),
+        "an_upstream_that_compresses_unasked_is_refused_not_scrubbed_blind",
+    ) {
+        return;
+    }
     harness::log_capture::install();
     let upstream = reflector(true).await;
     let (_dir, host) = host_reaching(&upstream).await;
@@ -517,6 +531,13 @@ async fn an_upstream_that_compresses_unasked_is_refused_not_scrubbed_blind() {
 
 #[tokio::test]
 async fn what_a_plugin_returns_reaches_no_anonymous_response_and_no_log() {
+    // The capturing subscriber is global: a process of its own keeps it off other tests.
+    if !harness::process::own_process(
+        module_path!(),
+        "what_a_plugin_returns_reaches_no_anonymous_response_and_no_log",
+    ) {
+        return;
+    }
     harness::log_capture::install();
     let upstream = reflector(false).await;
     let service = harness::service::TestService::start(&upstream.url(), None, |config| {

@@ -5,6 +5,7 @@
 
 use harness::{
     hibp::HibpServer,
+    http::post,
     nats::{StoredMessage, TestNats},
     service::TestService,
     wait_until,
@@ -43,12 +44,6 @@ fn nats_sink(config: &mut ServiceConfig, url: &str, create_stream: bool) {
         create_stream,
         duplicate_window_s: None,
     })];
-}
-
-async fn post(client: &Client, url: String, body: Value) -> (StatusCode, Value) {
-    let response = client.post(url).json(&body).send().await.expect("request");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 async fn register(client: &Client, base: &str, email: &str) -> Value {
@@ -293,7 +288,11 @@ async fn child_process_service_entry() {
 async fn start_child(data: &Path, nats_url: &str) -> (Child, String) {
     let _ = std::fs::remove_file(data.join("address"));
     let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_process_service_entry", "--nocapture"])
+        .args([
+            "--exact",
+            "broker::child_process_service_entry",
+            "--nocapture",
+        ])
         .env(CHILD_DATA, data)
         .env(CHILD_NATS, nats_url)
         .env("RUST_LOG", "warn")

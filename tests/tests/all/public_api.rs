@@ -5,6 +5,7 @@
 use harness::{
     captcha_vendors::{CaptchaServer, Vendor},
     hibp::HibpServer,
+    http::post,
     postgres,
     service::{ADMIN_TOKEN, TestService},
 };
@@ -24,12 +25,6 @@ use user_service::store::{DeliveryFailure, DeliveryOutcome};
 
 const GOOD_PASSWORD: &str = "correct horse battery staple";
 const WRONG_PASSWORD: &str = "not the password at all";
-
-async fn post(client: &Client, url: String, body: Value) -> (StatusCode, Value) {
-    let response = client.post(url).json(&body).send().await.expect("request");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
 
 fn kind(problem: &Value) -> &str {
     problem["type"]

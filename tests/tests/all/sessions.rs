@@ -5,7 +5,12 @@
 //! deletion, and attacks (forged, garbage and truncated tokens, another user's token, reused
 //! verification tokens, concurrent races).
 
-use harness::{hibp::HibpServer, postgres, service::ADMIN_TOKEN, service::TestService};
+use harness::{
+    hibp::HibpServer,
+    http::{self, Answer},
+    postgres,
+    service::{ADMIN_TOKEN, TestService},
+};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -27,14 +32,6 @@ struct Api {
     client: Client,
     _hibp: HibpServer,
     backend: Backend,
-}
-
-/// One response: status, `content-type` (without parameters), headers, JSON body (or null).
-struct Answer {
-    status: StatusCode,
-    content_type: String,
-    location: Option<String>,
-    body: Value,
 }
 
 impl Api {
@@ -71,33 +68,7 @@ impl Api {
         bearer: Option<&str>,
         body: Option<Value>,
     ) -> Answer {
-        let mut request = self.client.request(method, self.service.url(path));
-        if let Some(token) = bearer {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("the service answers");
-        let status = response.status();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_owned)
-        };
-        let content_type = header("content-type")
-            .map(|value| value.split(';').next().unwrap_or("").trim().to_owned())
-            .unwrap_or_default();
-        let location = header("location");
-        let text = response.text().await.unwrap_or_default();
-        Answer {
-            status,
-            content_type,
-            location,
-            body: serde_json::from_str(&text).unwrap_or(Value::Null),
-        }
+        http::call(&self.client, method, self.service.url(path), bearer, body).await
     }
 
     async fn post(&self, path: &str, bearer: Option<&str>, body: Value) -> Answer {
@@ -224,10 +195,7 @@ impl Api {
 }
 
 fn kind(answer: &Answer) -> &str {
-    answer.body["type"]
-        .as_str()
-        .and_then(|kind| kind.strip_prefix("urn:user-service:problem:"))
-        .unwrap_or("")
+    answer.problem_kind()
 }
 
 /// A `401 unauthenticated` problem document.

@@ -6,6 +6,7 @@ use harness::{
     captcha_vendors::{CaptchaServer, Vendor},
     dns::{TestDnsServer, TestRecord},
     hibp::HibpServer,
+    http::post,
     internal_services::{
         CLIENT_ID, CLIENT_SECRET, ConfigService, Health, LogCapture, ResourceServer, TokenEndpoint,
     },
@@ -26,12 +27,6 @@ use user_service::{
 
 const PASSWORD: &str = "correct horse battery staple";
 const NEW_PASSWORD: &str = "tremendous violet harbour lantern";
-
-async fn post(client: &Client, url: String, body: Value) -> (StatusCode, Value) {
-    let response = client.post(url).json(&body).send().await.expect("request");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
 
 async fn admin(client: &Client, method: reqwest::Method, url: String) -> (StatusCode, Value) {
     let response = client

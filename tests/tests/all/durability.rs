@@ -1,11 +1,12 @@
-//! The real `user-service` binary, killed with SIGKILL between requests and restarted, loses
-//! nothing it acknowledged.
+//! The service in a process of its own (what the `user-service` binary runs), killed with
+//! SIGKILL between requests and restarted, loses nothing it acknowledged.
 
+use harness::process;
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::Child,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -13,41 +14,34 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// One HTTP/1.1 request; returns the status code.
-fn request(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    response
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad response: {response:?}")))
+/// Set in the child process: the configuration file of the service it runs.
+const CHILD_CONFIG: &str = "DURABILITY_TEST_CHILD_CONFIG";
+
+/// The service of these tests, run in a child process of this test binary so that it can be
+/// SIGKILLed: what the `user-service` binary runs ([`user_service::run`]) on the configuration
+/// file; a no-op in a normal test run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_child_entry() {
+    let Some(config) = std::env::var_os(CHILD_CONFIG) else {
+        return;
+    };
+    let config = user_service::ServiceConfig::load(Some(Path::new(&config))).unwrap();
+    user_service::run(config, std::future::pending())
+        .await
+        .unwrap();
 }
 
 fn start(config: &Path, port: u16) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_user-service"))
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the user-service binary");
-    let started = Instant::now();
-    while request(port, "GET", "/readyz", "").ok() != Some(200) {
-        assert!(
-            started.elapsed() < Duration::from_mins(1),
-            "the service did not become ready"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let child = process::spawn_entry(
+        "durability::service_child_entry",
+        &[(CHILD_CONFIG, config.as_os_str())],
+    );
+    process::wait_ready(port, Duration::from_millis(100));
     child
+}
+
+fn request(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<u16> {
+    process::status(port, method, path, body)
 }
 
 /// Writes a configuration in `dir` for a service on a free port, with its data in `dir`, no
