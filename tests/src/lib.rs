@@ -30,6 +30,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// Held by the tests that load both cores for seconds (the fault drills, parallel logins) or
+/// assert deadlines and latencies: in the one test binary two of them never run at once, as
+/// when each area was a binary of its own.
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static EXCLUSIVE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    EXCLUSIVE.lock().await
+}
+
 /// Paths of the test components built by `build.rs`.
 pub mod components {
     include!(concat!(env!("OUT_DIR"), "/test_components.rs"));

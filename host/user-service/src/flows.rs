@@ -3,7 +3,7 @@
 //! skipped and reported, so every flow works without any given plugin.
 
 use crate::{config::FlowConfig, problem::Problem};
-use axum::http::StatusCode;
+use http::StatusCode;
 use policy_host::{
     AttributeValue, BreachOutcome, CaptchaInput, DecisionRecord, Finding, PasswordInput,
     PolicyHost, Verdict,

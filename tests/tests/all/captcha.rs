@@ -443,3 +443,75 @@ async fn thresholds_set_at_run_time_apply_without_a_reload() {
             .is_err()
     );
 }
+
+/// The status of `POST path` with `body` on `service`, and the problem type when refused.
+async fn answer(
+    service: &harness::service::TestService,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, String) {
+    let (status, body) =
+        harness::http::post(&reqwest::Client::new(), service.url(path), body).await;
+    let kind = body["type"].as_str().unwrap_or("").to_owned();
+    (status.as_u16(), kind)
+}
+
+/// `captcha-on-register` governs registration and `captcha-on-reset-request` reset requests,
+/// each alone; with only the old key set, reset requests still need one (its former meaning).
+#[tokio::test]
+async fn each_flow_asks_for_a_captcha_only_when_its_own_setting_says_so() {
+    let hibp = harness::hibp::HibpServer::start(&[]).await;
+    let turnstile = CaptchaServer::start(Vendor::Turnstile).await;
+    let required = "urn:user-service:problem:captcha-required".to_owned();
+    let register = |email: &str, token: Option<&str>| {
+        serde_json::json!({
+            "email": email,
+            "password": "correct horse battery staple",
+            "captcha_token": token,
+        })
+    };
+    let reset = |token: Option<&str>| serde_json::json!({ "email": "ana@example.org", "captcha_token": token });
+    // (on register, on reset request) → (register without a token, reset without a token)
+    let cases = [
+        ((true, Some(false)), (401, 202)),
+        ((false, Some(true)), (201, 401)),
+        ((true, None), (401, 401)),
+        ((false, None), (201, 202)),
+    ];
+    for ((on_register, on_reset), (registered, reset_answered)) in cases {
+        let service = harness::service::TestService::start(
+            &hibp.server.url(),
+            Some(&turnstile.url()),
+            |config| {
+                config.flows.captcha_on_register = on_register;
+                config.flows.captcha_on_reset_request = on_reset;
+            },
+        )
+        .await
+        .unwrap();
+        let case = format!("captcha-on-register = {on_register}, on-reset-request = {on_reset:?}");
+        let (status, kind) = answer(&service, "/v1/users", register("ana@example.org", None)).await;
+        assert_eq!(status, registered, "{case}: register without a token");
+        if status == 401 {
+            assert_eq!(kind, required, "{case}");
+            let (status, _) = answer(
+                &service,
+                "/v1/users",
+                register("ana@example.org", Some("t-1")),
+            )
+            .await;
+            assert_eq!(status, 201, "{case}: register with a token");
+        }
+        let (status, kind) = answer(&service, "/v1/password/reset-requests", reset(None)).await;
+        assert_eq!(
+            status, reset_answered,
+            "{case}: reset request without a token"
+        );
+        if status == 401 {
+            assert_eq!(kind, required, "{case}");
+            let (status, _) =
+                answer(&service, "/v1/password/reset-requests", reset(Some("t-2"))).await;
+            assert_eq!(status, 202, "{case}: reset request with a token");
+        }
+    }
+}

@@ -384,6 +384,7 @@ async fn assert_failed_probe_reopens(drill: &Drill, calls: &Calls) {
 
 /// The whole drill for one slot and fault.
 async fn drill(slot: Slot, fault: Fault) {
+    let _exclusive = harness::exclusive().await;
     let drill = Drill::start(slot, fault).await;
     let calls = Arc::new(Calls {
         next: AtomicUsize::new(0),

@@ -39,6 +39,7 @@ async fn still_serving(host: &PolicyHost) {
 
 #[tokio::test]
 async fn an_infinite_loop_is_stopped_by_the_deadline() {
+    let _exclusive = harness::exclusive().await;
     let (_dir, host) = host_with_hostile_plugin().await;
     let started = Instant::now();
     let error = host
@@ -70,6 +71,7 @@ async fn an_infinite_loop_is_stopped_by_the_deadline() {
 
 #[tokio::test]
 async fn unbounded_memory_growth_is_stopped_by_the_cap() {
+    let _exclusive = harness::exclusive().await;
     let (_dir, host) = host_with_hostile_plugin().await;
     let error = host
         .try_evaluate_password("hostile", &password("eat-memory"))
@@ -108,6 +110,7 @@ async fn a_trap_is_reported_with_the_plugin_panic_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_decisions_running_at_once_do_not_stop_the_others() {
+    let _exclusive = harness::exclusive().await;
     let (_dir, host) = host_with_hostile_plugin().await;
     let host = std::sync::Arc::new(host);
     let mut hostile = Vec::new();
@@ -176,6 +179,7 @@ async fn host_with_sleepers(
 
 #[tokio::test]
 async fn a_plugin_that_sleeps_is_stopped_at_its_deadline_in_every_kind() {
+    let _exclusive = harness::exclusive().await;
     let (_dir, host) = host_with_sleepers(WAIT_DEADLINE, |_| {}).await;
 
     let started = Instant::now();
@@ -232,6 +236,7 @@ async fn a_plugin_that_sleeps_is_stopped_at_its_deadline_in_every_kind() {
 
 #[tokio::test]
 async fn a_candidate_whose_info_sleeps_is_refused_within_its_deadline_and_rollback_does_not_wait() {
+    let _exclusive = harness::exclusive().await;
     let (dir, host) = host_with_sleepers(WAIT_DEADLINE, |config| {
         config.slots.insert(
             "password-policy".to_owned(),
@@ -295,6 +300,7 @@ async fn still_serving_password_policy(host: &PolicyHost) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_of_sleeping_decisions_cannot_starve_another_slot() {
+    let _exclusive = harness::exclusive().await;
     // Long enough that the sleepers hold their instances for the whole run.
     let (_dir, host) = host_with_sleepers(Duration::from_secs(3), |_| {}).await;
     let host = std::sync::Arc::new(host);

@@ -100,6 +100,7 @@ fn count(kinds: &[String], wanted: &str) -> usize {
 
 #[tokio::test]
 async fn forty_parallel_wrong_logins_at_lock_minus_five_evaluate_five_passwords_on_two_replicas() {
+    let _exclusive = harness::exclusive().await;
     let hibp = HibpServer::start(&[]).await;
     let (a, b) = two_replicas(&hibp, None).await;
     let client = Client::new();
@@ -164,6 +165,7 @@ async fn forty_parallel_wrong_logins_at_lock_minus_five_evaluate_five_passwords_
 #[tokio::test]
 async fn thirty_parallel_wrong_logins_on_a_fresh_account_need_a_captcha_from_the_fourth_on_two_replicas()
  {
+    let _exclusive = harness::exclusive().await;
     let hibp = HibpServer::start(&[]).await;
     let turnstile = CaptchaServer::start(Vendor::Turnstile).await;
     let (a, b) = two_replicas(&hibp, Some(&turnstile)).await;

@@ -7,20 +7,18 @@
 //! (`PATCH /v1/users/me`) asks for the new address, which replaces the old one only once
 //! verified.
 
+use super::{
+    canonical_email,
+    events::{RequestMetadata, event},
+};
 use crate::{
-    api::{ApiJson, RequestMetadata, canonical_email, event},
-    app::AppState,
     problem::Problem,
+    state::AppState,
     store::{NewVerification, OutboxEvent, User, VerifyOutcome, now},
 };
-use axum::{
-    Json,
-    extract::State,
-    http::StatusCode,
-    response::{IntoResponse, Response},
-};
+use http::StatusCode;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 /// Longest verification token looked up, in bytes (real ones are 64 hex digits).
@@ -110,7 +108,7 @@ pub async fn send(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-/// The body of `POST /v1/email/verify`.
+/// The body of `POST /v1/email/verifications`.
 pub struct VerifyRequest {
     token: String,
 }
@@ -122,12 +120,12 @@ fn invalid_token() -> Problem {
     )
 }
 
-/// `POST /v1/email/verifications`
+/// Verifies the address a token was sent to; the account and address verified.
 pub async fn verify(
-    State(state): State<AppState>,
-    metadata: RequestMetadata,
-    ApiJson(body): ApiJson<VerifyRequest>,
-) -> Result<Response, Problem> {
+    state: &AppState,
+    metadata: &RequestMetadata,
+    body: VerifyRequest,
+) -> Result<Value, Problem> {
     if body.token.len() > MAX_VERIFICATION_TOKEN_BYTES {
         return Err(invalid_token());
     }
@@ -150,7 +148,7 @@ pub async fn verify(
             "email": pending.email,
             "previousEmail": (previous.email != pending.email).then_some(&previous.email),
         }),
-        &metadata,
+        metadata,
     )?;
     match state
         .store
@@ -169,12 +167,11 @@ pub async fn verify(
     }
     state.outbox_waker.notify_one();
     metrics::counter!("email_verifications_completed_total").increment(1);
-    Ok(Json(json!({
+    Ok(json!({
         "user_id": pending.user_id,
         "email": pending.email,
         "email_verified": true,
     }))
-    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -184,13 +181,13 @@ pub struct ResendRequest {
     email: String,
 }
 
-/// `POST /v1/email/verification-requests`: always 202 (whether the account exists, is
-/// verified, or asked too recently is nobody's business).
+/// Sends the verification again, when the account exists, is unverified and did not ask too
+/// recently; the caller answers the same whichever (that is nobody's business).
 pub async fn resend(
-    State(state): State<AppState>,
-    metadata: RequestMetadata,
-    ApiJson(body): ApiJson<ResendRequest>,
-) -> Result<Response, Problem> {
+    state: &AppState,
+    metadata: &RequestMetadata,
+    body: ResendRequest,
+) -> Result<(), Problem> {
     let email = canonical_email(&body.email)?.canonical;
     if let Some(user) = state.store.user_by_email(&email).await?
         && let Some(details) = state.store.account_details(&user.id).await?
@@ -207,15 +204,15 @@ pub async fn resend(
             metrics::counter!("email_verifications_throttled_total").increment(1);
         } else {
             let (verification, requested) = prepare(
-                &state,
+                state,
                 &user,
                 &user.email,
                 &user.email_display,
                 Purpose::Resend,
-                &metadata,
+                metadata,
             )?;
-            send(&state, &verification, &requested).await?;
+            send(state, &verification, &requested).await?;
         }
     }
-    Ok((StatusCode::ACCEPTED, Json(json!({ "status": "accepted" }))).into_response())
+    Ok(())
 }

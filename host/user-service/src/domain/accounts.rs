@@ -1,25 +1,15 @@
-//! The account endpoints: `GET /v1/users/me`, `GET /v1/users/{id}` (self or admin),
-//! `PATCH /v1/users/me` (display name; email with the current password) and `DELETE
-//! /v1/users/me` (with the current password).
+//! The account: reading it (self or admin), changing the display name or, with the current
+//! password, the email address, and deleting it (with the current password).
 
-use crate::{
-    api::{
-        ApiJson, ClientAddress, MAX_DISPLAY_NAME_BYTES, RequestMetadata, authorize,
-        canonical_email, event, invalid_credentials, throttled_attempt,
-    },
-    app::AppState,
+use super::{
+    Caller, canonical_email, display_name,
     email_verification::{self, Purpose},
-    flows, passwords,
-    problem::Problem,
-    sessions::{Authenticated, authenticate},
-    store::User,
+    events::event,
+    login::{invalid_credentials, throttled_attempt},
+    sessions::Authenticated,
 };
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::{HeaderMap, StatusCode},
-    response::{IntoResponse, Response},
-};
+use crate::{flows, passwords, problem::Problem, state::AppState, store::User};
+use http::StatusCode;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 use std::net::IpAddr;
@@ -73,38 +63,23 @@ pub async fn prove_password(
     Ok(())
 }
 
-/// `GET /v1/users/me`
-pub async fn me(
-    State(state): State<AppState>,
-    current: Authenticated,
-) -> Result<Response, Problem> {
-    Ok(Json(user_json(&state, &current.user).await?).into_response())
-}
-
 fn no_such_user() -> Problem {
     Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found")
 }
 
-/// `GET /v1/users/{id}`: the user itself (its session) or an admin (the admin token). Anyone
-/// else gets the same 404 as for an id that does not exist.
+/// The account `id`, for the user itself (`current`) or an admin (`current` is `None`: the
+/// caller checked the admin token). Anyone else gets the same 404 as for an id that does not
+/// exist.
 pub async fn by_id(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, Problem> {
-    let admin = state.config.admin_token.is_some() && authorize(&state, &headers).is_ok();
-    if !admin {
-        let current = authenticate(&state, &headers).await?;
-        if current.user.id != id {
-            return Err(no_such_user());
-        }
+    state: &AppState,
+    current: Option<&Authenticated>,
+    id: &str,
+) -> Result<Value, Problem> {
+    if current.is_some_and(|current| current.user.id != id) {
+        return Err(no_such_user());
     }
-    let user = state
-        .store
-        .user_by_id(&id)
-        .await?
-        .ok_or_else(no_such_user)?;
-    Ok(Json(user_json(&state, &user).await?).into_response())
+    let user = state.store.user_by_id(id).await?.ok_or_else(no_such_user)?;
+    user_json(state, &user).await
 }
 
 /// Absent: `None`; `null`: `Some(None)`; a value: `Some(Some(value))`.
@@ -126,27 +101,16 @@ pub struct PatchRequest {
     captcha_token: Option<String>,
 }
 
-/// `PATCH /v1/users/me`
-pub async fn patch_me(
-    State(state): State<AppState>,
-    ClientAddress(client): ClientAddress,
-    metadata: RequestMetadata,
+/// Changes the display name and asks to verify a new address (which replaces the current
+/// one once verified); the account as it now is.
+pub async fn patch(
+    state: &AppState,
+    caller: &Caller,
     current: Authenticated,
-    ApiJson(body): ApiJson<PatchRequest>,
-) -> Result<Response, Problem> {
+    body: PatchRequest,
+) -> Result<Value, Problem> {
     let mut user = current.user;
-    let display_name = body.display_name.map(|name| {
-        name.map(|name| name.trim().to_owned())
-            .filter(|name| !name.is_empty())
-    });
-    if let Some(Some(name)) = &display_name
-        && name.len() > MAX_DISPLAY_NAME_BYTES
-    {
-        return Err(Problem::bad_request(
-            "invalid-display-name",
-            "The display name is longer than 200 bytes.",
-        ));
-    }
+    let display_name = body.display_name.map(display_name).transpose()?;
     let new_email = body.email.as_deref().map(canonical_email).transpose()?;
     if let Some(new_email) = &new_email
         && new_email.canonical != user.email
@@ -158,10 +122,10 @@ pub async fn patch_me(
             ));
         };
         prove_password(
-            &state,
+            state,
             &user,
             password,
-            client,
+            caller.client,
             body.captcha_token.as_deref(),
         )
         .await?;
@@ -178,14 +142,14 @@ pub async fn patch_me(
             ));
         }
         let (verification, requested) = email_verification::prepare(
-            &state,
+            state,
             &user,
             &new_email.canonical,
             &new_email.display,
             Purpose::EmailChange,
-            &metadata,
+            &caller.metadata,
         )?;
-        email_verification::send(&state, &verification, &requested).await?;
+        email_verification::send(state, &verification, &requested).await?;
     }
     if let Some(name) = display_name {
         state
@@ -194,7 +158,7 @@ pub async fn patch_me(
             .await?;
         user.display_name = name;
     }
-    Ok(Json(user_json(&state, &user).await?).into_response())
+    user_json(state, &user).await
 }
 
 #[derive(Deserialize)]
@@ -205,21 +169,20 @@ pub struct DeleteRequest {
     captcha_token: Option<String>,
 }
 
-/// `DELETE /v1/users/me`: the account, its sessions, reset tokens and verifications go; one
+/// Deletes the account: its sessions, reset tokens and verifications go; one
 /// `UserDeletedEventV1` says so.
-pub async fn delete_me(
-    State(state): State<AppState>,
-    ClientAddress(client): ClientAddress,
-    metadata: RequestMetadata,
+pub async fn delete(
+    state: &AppState,
+    caller: &Caller,
     current: Authenticated,
-    ApiJson(body): ApiJson<DeleteRequest>,
-) -> Result<Response, Problem> {
+    body: DeleteRequest,
+) -> Result<(), Problem> {
     let user = current.user;
     prove_password(
-        &state,
+        state,
         &user,
         &body.current_password,
-        client,
+        caller.client,
         body.captcha_token.as_deref(),
     )
     .await?;
@@ -227,12 +190,12 @@ pub async fn delete_me(
         "UserDeletedEventV1",
         &user.id,
         json!({ "userId": user.id, "email": user.email }),
-        &metadata,
+        &caller.metadata,
     )?;
     if !state.store.delete_user(&user.id, &deleted).await? {
         return Err(no_such_user());
     }
     state.outbox_waker.notify_one();
     metrics::counter!("users_deleted_total").increment(1);
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(())
 }

@@ -1,11 +1,10 @@
-//! Admin endpoints for the service's outbound side: the outbox (counts, dead letters, replay)
-//! and the security policies in force. All need the admin bearer token.
+//! `/admin/outbox`: counts, dead letters, replay.
 
-use crate::{api::authorize, app::AppState, problem::Problem};
+use crate::{http::extract::Admin, problem::Problem, state::AppState};
 use axum::{
     Json,
     extract::{Path, State},
-    http::{HeaderMap, StatusCode},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
 use serde_json::json;
@@ -14,11 +13,7 @@ use serde_json::json;
 const DEAD_LETTER_PAGE: i64 = 500;
 
 /// `GET /admin/outbox`: how many events are pending, dead and delivered.
-pub async fn outbox_status(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
-    authorize(&state, &headers)?;
+pub async fn status(State(state): State<AppState>, _: Admin) -> Result<Response, Problem> {
     let (pending, dead, delivered) = state.store.outbox_counts().await?;
     Ok(
         Json(json!({ "pending": pending, "deadLetters": dead, "delivered": delivered }))
@@ -27,11 +22,7 @@ pub async fn outbox_status(
 }
 
 /// `GET /admin/outbox/dead-letters`: events that ran out of attempts, oldest first.
-pub async fn dead_letters(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
-    authorize(&state, &headers)?;
+pub async fn dead_letters(State(state): State<AppState>, _: Admin) -> Result<Response, Problem> {
     let letters = state.store.dead_letters(DEAD_LETTER_PAGE).await?;
     let items: Vec<_> = letters
         .into_iter()
@@ -51,12 +42,11 @@ pub async fn dead_letters(
 }
 
 /// `POST /admin/outbox/dead-letters/{id}/replay`: puts one dead letter back in the queue.
-pub async fn replay_dead_letter(
+pub async fn replay(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    _: Admin,
 ) -> Result<Response, Problem> {
-    authorize(&state, &headers)?;
     if state.store.replay_dead_letters(Some(&id)).await? == 0 {
         return Err(Problem::new(
             StatusCode::NOT_FOUND,
@@ -69,21 +59,8 @@ pub async fn replay_dead_letter(
 }
 
 /// `POST /admin/outbox/dead-letters/replay`: puts every dead letter back in the queue.
-pub async fn replay_all_dead_letters(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
-    authorize(&state, &headers)?;
+pub async fn replay_all(State(state): State<AppState>, _: Admin) -> Result<Response, Problem> {
     let replayed = state.store.replay_dead_letters(None).await?;
     state.outbox_waker.notify_one();
     Ok((StatusCode::ACCEPTED, Json(json!({ "replayed": replayed }))).into_response())
-}
-
-/// `GET /admin/security-policies`: the policy in force, where it came from, the last error.
-pub async fn security_policies(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
-    authorize(&state, &headers)?;
-    Ok(Json(state.security.status()).into_response())
 }

@@ -1,5 +1,5 @@
 //! The OpenAPI 3.1 document served at `/openapi.json`: the contract, checked by
-//! `tests/tests/public_api.rs`, which drives every operation and validates every response
+//! `tests/tests/all/public_api.rs`, which drives every operation and validates every response
 //! (status, media type, body) against this document.
 //!
 //! Every operation lists every status it can answer, with its schema; problem responses name
@@ -8,9 +8,11 @@
 //! Schema counts code points).
 
 use crate::{
-    api::{MAX_DISPLAY_NAME_BYTES, MAX_RESET_TOKEN_BYTES},
+    domain::{
+        MAX_DISPLAY_NAME_BYTES, email_verification::MAX_VERIFICATION_TOKEN_BYTES,
+        passwords::MAX_RESET_TOKEN_BYTES,
+    },
     email::MAX_EMAIL_BYTES,
-    email_verification::MAX_VERIFICATION_TOKEN_BYTES,
     flows::MAX_PASSWORD_BYTES,
 };
 use axum::Json;
@@ -452,7 +454,7 @@ pub fn build() -> Value {
                 &["invalid-email"],
                 json!({
                     "202": json_response("Accepted", object(&["status"], json!({ "status": { "const": "accepted" } }))),
-                    "401": problem("A CAPTCHA is required (`captcha-on-register`)", &["captcha-required"]),
+                    "401": problem("A CAPTCHA is required (`captcha-on-reset-request`)", &["captcha-required"]),
                     "403": problem("The CAPTCHA was refused", &captcha)
                 }),
                 json!({}),

@@ -9,18 +9,12 @@
 //! and no write; the idle expiry a client sees is therefore up to that interval early, never late.
 
 use crate::{
-    api::authorize,
-    app::AppState,
     problem::Problem,
+    state::AppState,
     store::{Revoke, StoredSession, User, now, random_id},
 };
-use axum::{
-    Json,
-    extract::{FromRequestParts, Path, State},
-    http::{HeaderMap, StatusCode, header, request::Parts},
-    response::{IntoResponse, Response},
-};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -52,7 +46,7 @@ impl Default for SessionConfig {
 }
 
 impl SessionConfig {
-    fn idle_s(&self) -> i64 {
+    pub(crate) fn idle_s(&self) -> i64 {
         i64::try_from(self.idle_timeout_s).unwrap_or(i64::MAX)
     }
 
@@ -164,16 +158,6 @@ pub fn unauthenticated() -> Problem {
     .detail("Send `Authorization: Bearer <session_token>` from a login.")
 }
 
-/// The bearer value of `Authorization`, if any (scheme case-insensitive).
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|token| !token.is_empty())
-}
-
 /// A request made with a live session: the session and its user.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
@@ -183,10 +167,10 @@ pub struct Authenticated {
     pub user: User,
 }
 
-/// Finds the live session of the request's bearer token, recording its use when the last
-/// recorded one is older than `touch-interval-s`. An expired session is deleted when met.
-pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Authenticated, Problem> {
-    let token = bearer(headers).ok_or_else(unauthenticated)?;
+/// Finds the live session of a bearer `token`, recording its use when the last recorded one is
+/// older than `touch-interval-s`. An expired session is deleted when met.
+pub async fn authenticate(state: &AppState, token: Option<&str>) -> Result<Authenticated, Problem> {
+    let token = token.ok_or_else(unauthenticated)?;
     let well_formed = token.len() <= MAX_TOKEN_BYTES
         && token
             .bytes()
@@ -222,47 +206,26 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Authe
     Ok(Authenticated { session, user })
 }
 
-impl FromRequestParts<AppState> for Authenticated {
-    type Rejection = Problem;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        authenticate(state, &parts.headers).await
-    }
-}
-
-/// `GET /v1/sessions/current`: who am I.
-pub async fn whoami(
-    State(state): State<AppState>,
-    current: Authenticated,
-) -> Result<Response, Problem> {
-    let user = crate::accounts::user_json(&state, &current.user).await?;
-    Ok(Json(json!({
+/// Who the session's user is: the session and the account.
+pub async fn whoami(state: &AppState, current: &Authenticated) -> Result<Value, Problem> {
+    let user = super::accounts::user_json(state, &current.user).await?;
+    Ok(json!({
         "session": session_json(&state.config.sessions, &current.session),
         "user": user,
     }))
-    .into_response())
 }
 
-/// `DELETE /v1/sessions/current`: log out.
-pub async fn logout(
-    State(state): State<AppState>,
-    current: Authenticated,
-) -> Result<Response, Problem> {
+/// Ends the current session (log out).
+pub async fn logout(state: &AppState, current: &Authenticated) -> Result<(), Problem> {
     state
         .store
         .delete_session(&current.user.id, &current.session.id)
         .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(())
 }
 
-/// `GET /v1/sessions`: the user's live sessions (no tokens), `current` marking this one.
-pub async fn list(
-    State(state): State<AppState>,
-    current: Authenticated,
-) -> Result<Response, Problem> {
+/// The user's live sessions (no tokens), `current` marking this one.
+pub async fn list(state: &AppState, current: &Authenticated) -> Result<Value, Problem> {
     let config = &state.config.sessions;
     let sessions: Vec<Value> = state
         .store
@@ -275,37 +238,29 @@ pub async fn list(
             json
         })
         .collect();
-    Ok(Json(json!({ "sessions": sessions })).into_response())
+    Ok(json!({ "sessions": sessions }))
 }
 
-/// `DELETE /v1/sessions`: end every other session of the user.
-pub async fn revoke_others(
-    State(state): State<AppState>,
-    current: Authenticated,
-) -> Result<Response, Problem> {
+/// Ends every other session of the user; how many ended.
+pub async fn revoke_others(state: &AppState, current: &Authenticated) -> Result<Value, Problem> {
     let revoked = state
         .store
         .revoke_sessions(&current.user.id, Revoke::AllBut(&current.session.id))
         .await?;
-    Ok(Json(json!({ "revoked": revoked })).into_response())
+    Ok(json!({ "revoked": revoked }))
 }
 
-/// `DELETE /admin/users/{id}/sessions`: end every session of a user.
-pub async fn admin_revoke_all(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(user_id): Path<String>,
-) -> Result<Response, Problem> {
-    authorize(&state, &headers)?;
-    if state.store.user_by_id(&user_id).await?.is_none() {
+/// Ends every session of a user (an admin's action); how many ended.
+pub async fn revoke_all(state: &AppState, user_id: &str) -> Result<Value, Problem> {
+    if state.store.user_by_id(user_id).await?.is_none() {
         return Err(Problem::new(
             StatusCode::NOT_FOUND,
             "unknown-user",
             "No such user",
         ));
     }
-    let revoked = state.store.revoke_sessions(&user_id, Revoke::All).await?;
-    Ok(Json(json!({ "revoked": revoked })).into_response())
+    let revoked = state.store.revoke_sessions(user_id, Revoke::All).await?;
+    Ok(json!({ "revoked": revoked }))
 }
 
 #[cfg(test)]
@@ -345,17 +300,5 @@ mod tests {
         };
         assert_eq!(config.idle_expires_at(&idle), 40);
         assert!(!config.is_live(&idle, 40));
-    }
-
-    #[test]
-    fn bearer_values_are_parsed_strictly() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(bearer(&headers), None);
-        headers.insert(header::AUTHORIZATION, "bearer abc".parse().unwrap());
-        assert_eq!(bearer(&headers), Some("abc"));
-        headers.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
-        assert_eq!(bearer(&headers), None);
-        headers.insert(header::AUTHORIZATION, "Bearer ".parse().unwrap());
-        assert_eq!(bearer(&headers), None);
     }
 }
