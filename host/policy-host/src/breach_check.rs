@@ -15,13 +15,17 @@ use serde::Serialize;
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum BreachOutcome {
     /// Seen this many times: more than the plugin's `max-breaches`.
-    Breached { count: u64 },
+    Breached {
+        /// How many times.
+        count: u64,
+    },
     /// Not seen often enough to count.
     Clean,
     /// The corpus could not be asked or understood; the fail policy decides. The reason is
     /// the plugin's own text (scrubbed of secrets): for logs, never serialised to callers.
     Unknown {
         #[serde(skip_serializing)]
+        /// Why: the plugin's scrubbed text.
         reason: String,
     },
 }

@@ -109,22 +109,22 @@ impl LoadedPlugin {
         engine: &PolicyEngine,
     ) -> Result<OwnedSemaphorePermit, PluginError> {
         let slot = &*self.identity.name;
-        let permit = match self.admission.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                let wait = engine.limits().queue_timeout.min(engine.limits().deadline);
-                match tokio::time::timeout(wait, self.admission.clone().acquire_owned()).await {
-                    Ok(Ok(permit)) => permit,
-                    _ => {
-                        metrics::counter!("plugin_admission_rejections_total", "slot" => slot.to_owned())
-                            .increment(1);
-                        return Err(PluginError::Overloaded {
-                            name: slot.to_owned(),
-                            limit: self.admission_limit,
-                            waited: wait,
-                        });
-                    }
-                }
+        let permit = if let Ok(permit) = self.admission.clone().try_acquire_owned() {
+            permit
+        } else {
+            let wait = engine.limits().queue_timeout.min(engine.limits().deadline);
+            if let Ok(Ok(permit)) =
+                tokio::time::timeout(wait, self.admission.clone().acquire_owned()).await
+            {
+                permit
+            } else {
+                metrics::counter!("plugin_admission_rejections_total", "slot" => slot.to_owned())
+                    .increment(1);
+                return Err(PluginError::Overloaded {
+                    name: slot.to_owned(),
+                    limit: self.admission_limit,
+                    waited: wait,
+                });
             }
         };
         let in_flight = self.admission_limit as usize - self.admission.available_permits();
