@@ -22,7 +22,9 @@ mod staged;
 /// A breach check's typed outcome and the decision made from it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BreachRecord {
+    /// What the corpus said.
     pub outcome: BreachOutcome,
+    /// The decision as made, for logs and metrics.
     pub record: DecisionRecord,
 }
 
@@ -86,7 +88,7 @@ impl PolicyHost {
             .filter(|slot| slot.kind == PluginKind::Captcha)
             .map(|slot| slot.replay_window)
             .max()
-            .unwrap_or(std::time::Duration::from_secs(600));
+            .unwrap_or(std::time::Duration::from_mins(10));
         Ok(Self {
             catalog,
             accepted_tokens: AcceptedTokens::new(replay_window),
@@ -146,16 +148,17 @@ impl PolicyHost {
             Err(error) => Err(error),
         };
         match outcome {
-            Ok((outcome, plugin)) => match breach_check::decide(&outcome) {
-                Some(decision) => BreachRecord {
-                    record: DecisionRecord {
-                        decision,
-                        plugin: Some(plugin.identity.clone()),
-                        fail_policy_applied: None,
-                    },
-                    outcome,
-                },
-                None => {
+            Ok((outcome, plugin)) => {
+                if let Some(decision) = breach_check::decide(&outcome) {
+                    BreachRecord {
+                        record: DecisionRecord {
+                            decision,
+                            plugin: Some(plugin.identity.clone()),
+                            fail_policy_applied: None,
+                        },
+                        outcome,
+                    }
+                } else {
                     let BreachOutcome::Unknown { reason } = &outcome else {
                         unreachable!("decide() covers known outcomes")
                     };
@@ -167,7 +170,7 @@ impl PolicyHost {
                     record.plugin = Some(plugin.identity.clone());
                     BreachRecord { outcome, record }
                 }
-            },
+            }
             Err(error) => {
                 let outcome = BreachOutcome::Unknown {
                     reason: error.code().to_owned(),
@@ -263,7 +266,7 @@ impl PolicyHost {
         let plugin = self
             .catalog
             .slot(name)
-            .and_then(|slot| slot.current())
+            .and_then(super::catalog::Slot::current)
             .ok_or_else(|| PluginError::NotLoaded {
                 name: name.to_owned(),
             })?;
@@ -279,9 +282,10 @@ impl PolicyHost {
 
     fn fail(&self, name: &str, kind: PluginKind, error: PluginError) -> DecisionRecord {
         let slot = self.catalog.slot(name);
-        let policy = slot
-            .map(|slot| slot.config.fail_policy)
-            .unwrap_or_else(|| crate::FailPolicy::default_for(kind));
+        let policy = slot.map_or_else(
+            || crate::FailPolicy::default_for(kind),
+            |slot| slot.config.fail_policy,
+        );
         crate::egress::log_throttle::warn_throttled(
             &format!("{name} {}", error.code()),
             |suppressed| {
@@ -291,7 +295,7 @@ impl PolicyHost {
         DecisionRecord {
             decision: policy.decide(kind, &error),
             plugin: slot
-                .and_then(|slot| slot.current())
+                .and_then(super::catalog::Slot::current)
                 .map(|plugin| plugin.identity.clone()),
             fail_policy_applied: Some(error),
         }
