@@ -39,8 +39,11 @@ pub fn serve_if_asked() {
 
 /// One replica process.
 pub struct Replica {
+    /// Its fleet id (`replica-id`), also the name of its directory.
     pub id: String,
+    /// The local port it listens on (127.0.0.1).
     pub port: u16,
+    /// Its configuration file.
     pub config: PathBuf,
     /// How to re-run this binary so that it serves: the arguments after the executable.
     entry: Vec<String>,
@@ -128,7 +131,7 @@ heartbeat-interval-ms = 200
                 anyhow::bail!("replica {} exited at start: {status}", self.id);
             }
             anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(60),
+                started.elapsed() < Duration::from_mins(1),
                 "replica {} did not become ready",
                 self.id
             );

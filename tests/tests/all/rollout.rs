@@ -10,6 +10,7 @@
 //!   says, on every replica and every request; a candidate that traps on live traffic is aborted
 //!   automatically and everyone is back on the serving version.
 
+use futures_util::StreamExt as _;
 use harness::{
     components, password_policy_component,
     replicas::{Replica, admin, desired_body, serve_if_asked, start_fleet},
@@ -156,16 +157,16 @@ async fn publish(
 /// random lower-case letters from `seed`, spaced so no rule but the length applies.
 fn password_of(length: usize, seed: u64) -> String {
     let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
     (0..length)
         .map(|index| {
             if index % 6 == 5 {
                 return ' ';
             }
             state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             char::from(b'a' + ((state >> 33) % 26) as u8)
         })
         .collect()
@@ -448,7 +449,6 @@ async fn shadow_of_a_stricter_policy_counts_exactly_the_stricter_decisions() {
         });
     }
     let mut stream = futures_util::stream::iter(tasks).buffer_unordered(8);
-    use futures_util::StreamExt as _;
     let mut answers = 0;
     while let Some(answer) = stream.next().await {
         let (length, response) = answer.unwrap();
@@ -575,7 +575,7 @@ async fn canary_takes_a_stable_fifth_and_a_trapping_candidate_is_aborted() {
     );
 
     // A candidate that traps on live traffic: aborted automatically, everyone back on serving.
-    put_desired(
+    let answer = put_desired(
         &client,
         &fleet[0],
         &desired_body(
@@ -586,9 +586,13 @@ async fn canary_takes_a_stable_fifth_and_a_trapping_candidate_is_aborted() {
     )
     .await
     .unwrap();
+    let trapping = answer["candidate_digest"].as_str().unwrap().to_owned();
+    // The first canary is still staged until each replica applies this revision: wait for the
+    // trapping candidate itself, not just any canary.
     let staged = harness::wait_until(Duration::from_secs(3), || {
         let client = client.clone();
         let replica = &fleet[0];
+        let trapping = trapping.clone();
         async move {
             get_json(&client, replica, "/admin/plugins/fleet")
                 .await
@@ -600,7 +604,9 @@ async fn canary_takes_a_stable_fifth_and_a_trapping_candidate_is_aborted() {
                                 .into_iter()
                                 .flatten()
                                 .any(|slot| {
-                                    slot["stage"] == "canary" && slot["last_error"].is_null()
+                                    slot["stage"] == "canary"
+                                        && slot["candidate_digest"] == trapping.as_str()
+                                        && slot["last_error"].is_null()
                                 })
                         })
                     })

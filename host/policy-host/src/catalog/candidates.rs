@@ -59,7 +59,7 @@ impl Catalog {
         }
         let engine = self.engine.clone();
         let mut config = slot.config.clone();
-        config.settings = self.settings_with(slot, extra_settings);
+        config.settings = slot.settings_with(extra_settings);
         // A candidate gets its own share of instances: a shadow or a canary never takes the
         // serving version's.
         let admission = Arc::new(tokio::sync::Semaphore::new(
@@ -74,21 +74,6 @@ impl Catalog {
             message: format!("compilation task failed: {error}"),
         })??;
         Ok(Arc::new(self.smoke_test(candidate).await?))
-    }
-
-    /// The slot's effective settings with `extra` over them.
-    fn settings_with(
-        &self,
-        slot: &super::Slot,
-        extra: &BTreeMap<String, String>,
-    ) -> BTreeMap<String, String> {
-        let mut settings = slot.effective_settings();
-        settings.extend(
-            extra
-                .iter()
-                .map(|(key, value)| (key.clone(), value.clone())),
-        );
-        settings
     }
 
     /// Makes `plugin` (from [`Catalog::prepare_bytes`]) the serving version of slot `name`,
@@ -132,7 +117,7 @@ impl Catalog {
         let Some(slot) = self.slots.get(name) else {
             return false;
         };
-        let wanted = self.settings_with(slot, extra);
+        let wanted = slot.settings_with(extra);
         if **plugin.settings.load() == wanted {
             return false;
         }
@@ -194,5 +179,16 @@ impl super::Slot {
     /// The world this slot's plugins implement.
     pub fn kind(&self) -> PluginKind {
         self.config.kind
+    }
+
+    /// The slot's effective settings with `extra` over them.
+    fn settings_with(&self, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut settings = self.effective_settings();
+        settings.extend(
+            extra
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone())),
+        );
+        settings
     }
 }

@@ -27,19 +27,26 @@ pub enum Role {
 pub struct DecisionLine {
     /// Milliseconds since the Unix epoch.
     pub at_ms: u64,
+    /// The slot that decided.
     pub slot: String,
+    /// Serving version, shadow or canary.
     pub role: Role,
-    /// Plugin name, version and digest; absent when nothing was loaded.
+    /// Plugin name; absent (like version and digest) when nothing was loaded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plugin: Option<String>,
+    /// Plugin version.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// SHA-256 of the plugin's component, hex.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// Allow, deny or challenge.
     pub verdict: Verdict,
+    /// The findings' codes, in the plugin's order.
     pub codes: Vec<String>,
     /// The decision's attributes (measurements such as `length`, never the input itself).
     pub attributes: serde_json::Value,
+    /// Time the evaluation took, in microseconds.
     pub latency_us: u64,
     /// The error code when the fail policy decided instead of the plugin.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,7 +79,7 @@ impl DecisionLine {
             fail_policy: record
                 .fail_policy_applied
                 .as_ref()
-                .map(|error| error.code()),
+                .map(crate::error::PluginError::code),
         }
     }
 }
@@ -139,7 +146,9 @@ impl DecisionLog {
                 tracing::info!(target: "decision_log", decision = %json);
             }
             (DecisionLogTarget::File(path), Some(file)) => {
-                let mut file = file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut file = file
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if let Err(error) = writeln!(file, "{json}") {
                     tracing::warn!(path = %path.display(), %error, "cannot write the decision log");
                 }

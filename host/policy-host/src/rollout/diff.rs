@@ -76,12 +76,15 @@ impl VersionCounters {
 /// One version's figures.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct VersionReport {
+    /// Decisions made, fail-policy ones included.
     pub decisions: u64,
     /// Decisions the fail policy made because the plugin failed.
     pub errors: u64,
     /// Deny or challenge verdicts.
     pub denied: u64,
+    /// Sum of the decisions' latencies, in microseconds (divide by `decisions` for the mean).
     pub latency_us_total: u64,
+    /// Slowest decision, in microseconds.
     pub latency_us_max: u64,
 }
 
@@ -107,8 +110,11 @@ impl VersionReport {
 /// What one side of a differing decision said: codes and attributes, no input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SampleSide {
+    /// Allow, deny or challenge.
     pub verdict: Verdict,
+    /// The findings' codes.
     pub codes: Vec<String>,
+    /// The decision's attributes (measurements, never the input).
     pub attributes: serde_json::Value,
 }
 
@@ -125,25 +131,35 @@ impl From<&DecisionLine> for SampleSide {
 /// One differing decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DiffSample {
+    /// How the candidate's answer differs.
     pub change: Change,
     /// A keyed hash of the account ([`super::bucket::account_tag`]), when one was known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+    /// What the serving version said.
     pub serving: SampleSide,
+    /// What the candidate said.
     pub candidate: SampleSide,
 }
 
 /// A diff's figures, serialisable so replicas' reports can be added up.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DiffReport {
+    /// The serving version's figures (canary: the accounts outside the share).
     pub serving: VersionReport,
+    /// The candidate's figures (canary: the accounts inside the share).
     pub candidate: VersionReport,
+    /// Compared decisions with the same verdict and codes.
     pub unchanged: u64,
+    /// Compared decisions where allow became deny or challenge.
     pub stricter: u64,
+    /// Compared decisions where deny or challenge became allow.
     pub looser: u64,
+    /// Compared decisions with the same verdict (or deny ↔ challenge) and other codes.
     pub reclassified: u64,
     /// Shadow evaluations not run: not sampled, or the shadow concurrency limit was reached.
     pub shadow_skipped: u64,
+    /// Differing decisions, at most [`MAX_SAMPLES`].
     pub samples: Vec<DiffSample>,
 }
 
@@ -214,7 +230,7 @@ impl Diff {
             let mut samples = self
                 .samples
                 .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if samples.len() < MAX_SAMPLES {
                 samples.push(DiffSample {
                     change,
@@ -240,7 +256,7 @@ impl Diff {
             samples: self
                 .samples
                 .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone(),
         }
     }

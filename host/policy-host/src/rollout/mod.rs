@@ -21,7 +21,9 @@ use tokio::sync::{Notify, Semaphore};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StageKind {
+    /// Runs after the serving version, off the response path; its answer is only compared.
     Shadow,
+    /// Answers for a stable share of accounts instead of the serving version.
     Canary,
 }
 
@@ -50,6 +52,7 @@ impl Default for AbortRule {
 /// Everything about a staged candidate except its code.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StagePlan {
+    /// Shadow or canary.
     pub stage: StageKind,
     /// Canary share of accounts, 0–100.
     pub percent: f64,
@@ -59,6 +62,7 @@ pub struct StagePlan {
     pub sample_percent: f64,
     /// Shadow: most candidate evaluations running at once; more are skipped, never queued.
     pub max_concurrent: u32,
+    /// When the candidate is aborted automatically.
     pub abort: AbortRule,
     /// The desired-state revision this plan belongs to (diffs of two revisions never mix).
     pub revision: i64,
@@ -66,9 +70,12 @@ pub struct StagePlan {
 
 /// A candidate staged in a slot.
 pub struct Staged {
+    /// How it is staged.
     pub plan: StagePlan,
+    /// The candidate version, loaded and ready to evaluate.
     pub plugin: Arc<LoadedPlugin>,
     pub(crate) shadow_permits: Arc<Semaphore>,
+    /// Its decisions compared with the serving version's, since it was staged.
     pub diff: diff::Diff,
 }
 
@@ -105,8 +112,11 @@ impl Staged {
 /// A candidate this replica took out of service on its own, for the service to record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AutoAbort {
+    /// The slot the candidate was staged in.
     pub slot: String,
+    /// The desired-state revision of the aborted plan.
     pub revision: i64,
+    /// Why, in words (see [`Staged::abort_reason`]).
     pub reason: String,
 }
 
@@ -195,7 +205,7 @@ impl Staging {
                 .increment(1);
             self.aborts
                 .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .push(AutoAbort {
                     slot: slot.to_owned(),
                     revision: staged.plan.revision,
@@ -212,7 +222,7 @@ impl Staging {
             &mut *self
                 .aborts
                 .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
         )
     }
 }

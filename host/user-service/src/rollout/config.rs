@@ -50,10 +50,12 @@ impl Default for RolloutConfig {
 }
 
 impl RolloutConfig {
+    /// `poll-interval-ms` as a duration, at least 10 ms.
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms.max(10))
     }
 
+    /// `heartbeat-interval-ms` as a duration, at least 10 ms.
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms.max(10))
     }

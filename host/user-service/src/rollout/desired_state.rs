@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 pub struct Version {
     /// `sha256:<hex>`.
     pub digest: String,
+    /// Settings over the slot's own, by name.
     pub settings: BTreeMap<String, String>,
 }
 
@@ -27,26 +28,34 @@ impl Version {
 /// One slot's desired state, parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
+    /// The plugin slot's name.
     pub slot: String,
     /// `None`: the replica's own source decides.
     pub serving: Option<Version>,
     /// A candidate and how it is staged.
     pub candidate: Option<(Version, StagePlan)>,
+    /// The row's revision: goes up by one with every change.
     pub revision: i64,
 }
 
 /// The plan as stored (the revision is the row's).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StoredPlan {
+    /// Shadow or canary.
     pub stage: StageKind,
+    /// Canary share of accounts, 0–100 (default 0).
     #[serde(default)]
     pub percent: f64,
+    /// Mixed into the canary bucket (default empty).
     #[serde(default)]
     pub salt: String,
+    /// Shadow: share of decisions also run on the candidate, 0–100 (default 100).
     #[serde(default = "all")]
     pub sample_percent: f64,
+    /// Shadow: most candidate evaluations running at once (default 4).
     #[serde(default = "four")]
     pub max_concurrent: u32,
+    /// When the candidate is aborted automatically.
     #[serde(default)]
     pub abort: policy_host::rollout::AbortRule,
 }

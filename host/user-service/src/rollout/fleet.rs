@@ -9,14 +9,23 @@ use std::collections::BTreeMap;
 /// One replica's state of one slot.
 #[derive(Debug, Clone, Serialize)]
 pub struct SlotView {
+    /// The plugin slot's name.
     pub slot: String,
+    /// `sha256:<hex>` of the version serving there, if any.
     pub serving_digest: Option<String>,
+    /// The serving plugin's own version string.
     pub serving_version: Option<String>,
+    /// `sha256:<hex>` of the staged candidate, if any.
     pub candidate_digest: Option<String>,
+    /// `serving`, `shadow` or `canary`.
     pub stage: String,
+    /// The desired-state revision the replica has applied.
     pub revision: i64,
+    /// The desired-state revision in the database, when the slot has one.
     pub desired_revision: Option<i64>,
+    /// Milliseconds since the epoch of the last swap or staging on the replica.
     pub last_activation_ms: Option<i64>,
+    /// The replica's last load error for the slot.
     pub last_error: Option<String>,
     /// Not (yet) on the desired revision or serving digest.
     pub lagging: bool,
@@ -27,13 +36,19 @@ pub struct SlotView {
 /// One replica.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplicaView {
+    /// The replica's id (`replica-id`, or `<hostname>:<port>`).
     pub replica: String,
+    /// Milliseconds since the epoch of its oldest slot row's heartbeat.
     pub heartbeat_ms: i64,
+    /// How old that heartbeat is, in milliseconds.
     pub heartbeat_age_ms: i64,
     /// The heartbeat is older than `lag-after-ms`: the replica may be down.
     pub stale: bool,
+    /// Stale, or some slot is not on the desired revision or serving digest.
     pub lagging: bool,
+    /// Some slot refused the last version it was asked to load.
     pub failed: bool,
+    /// Its state of each slot.
     pub slots: Vec<SlotView>,
 }
 

@@ -9,16 +9,23 @@ use serde::Serialize;
 /// `GET /admin/plugins/{name}/rollout`
 #[derive(Debug, Serialize)]
 pub struct RolloutReport {
+    /// The plugin slot's name.
     pub plugin: String,
+    /// The desired-state revision; `None` when the slot has no desired state.
     pub revision: Option<i64>,
+    /// `serving`, `shadow` or `canary`.
     pub stage: String,
+    /// `sha256:<hex>` of the desired serving version, if one is set.
     pub serving_digest: Option<String>,
+    /// `sha256:<hex>` of the staged candidate, if any.
     pub candidate_digest: Option<String>,
+    /// The stage plan as stored (share, salt, sampling, abort rule); null without one.
     pub plan: serde_json::Value,
     /// Why the last candidate was aborted.
     pub note: Option<String>,
     /// Replicas whose figures are in the diff.
     pub replicas: Vec<String>,
+    /// The candidate's diff, added up over those replicas.
     pub diff: DiffReport,
 }
 

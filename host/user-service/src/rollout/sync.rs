@@ -50,6 +50,8 @@ fn now_ms() -> i64 {
 }
 
 impl RolloutSync {
+    /// A follower for this replica (`replica` is its fleet id); start it with
+    /// [`RolloutSync::spawn`].
     pub fn new(
         store: Store,
         catalog: Arc<Catalog>,
@@ -104,7 +106,7 @@ impl RolloutSync {
                     match Desired::parse(&row) {
                         Ok(desired) => changed |= self.apply(&desired).await,
                         Err(error) => {
-                            tracing::warn!(%error, "cannot read the desired plugin state")
+                            tracing::warn!(%error, "cannot read the desired plugin state");
                         }
                     }
                 }
@@ -114,7 +116,7 @@ impl RolloutSync {
         let due = self
             .last_heartbeat
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .is_none_or(|last| last.elapsed() >= self.config.heartbeat_interval());
         if changed || due {
             self.heartbeat().await;
@@ -150,7 +152,7 @@ impl RolloutSync {
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(plugin = %abort.slot, %error, "cannot record an automatic abort")
+                    tracing::warn!(plugin = %abort.slot, %error, "cannot record an automatic abort");
                 }
             }
         }
@@ -205,7 +207,10 @@ impl RolloutSync {
     /// Swaps in the desired serving version unless it serves already; true when it swapped.
     async fn apply_serving(&self, slot: &str, version: &Version, applied: &mut Applied) -> bool {
         let key = version.key();
-        let serving = self.catalog.slot(slot).and_then(|slot| slot.current());
+        let serving = self
+            .catalog
+            .slot(slot)
+            .and_then(policy_host::catalog::Slot::current);
         if let Some(serving) = &serving
             && format!("sha256:{}", serving.identity.sha256) == version.digest
         {
@@ -289,7 +294,7 @@ impl RolloutSync {
         *self
             .last_heartbeat
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
         let applied = self.applied.lock().await;
         let now = now_ms();
         for status in self.catalog.status() {

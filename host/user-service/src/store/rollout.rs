@@ -44,12 +44,15 @@ pub(super) const SCHEMA: &[&str] = &[
 /// The desired state of one slot (times in milliseconds since the epoch).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredRow {
+    /// The plugin slot's name.
     pub slot: String,
     /// `sha256:<hex>`, or `None`: the replica's own source decides what serves.
     pub serving_digest: Option<String>,
     /// JSON object of settings over the slot's.
     pub serving_settings: String,
+    /// `sha256:<hex>` of the staged candidate, if any.
     pub candidate_digest: Option<String>,
+    /// JSON object of the candidate's settings over the slot's.
     pub candidate_settings: String,
     /// `serving`, `shadow` or `canary`.
     pub stage: String,
@@ -57,6 +60,7 @@ pub struct DesiredRow {
     pub plan: String,
     /// Goes up by one with every change.
     pub revision: i64,
+    /// When it last changed.
     pub updated_at: i64,
     /// Why the last candidate was aborted, when it was.
     pub note: Option<String>,
@@ -65,16 +69,25 @@ pub struct DesiredRow {
 /// What one replica reported for one slot (times in milliseconds since the epoch).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FleetRow {
+    /// The replica's id.
     pub replica: String,
+    /// The plugin slot's name.
     pub slot: String,
+    /// `sha256:<hex>` of the version serving there, if any.
     pub serving_digest: Option<String>,
+    /// The serving plugin's own version string.
     pub serving_version: Option<String>,
+    /// `sha256:<hex>` of the staged candidate, if any.
     pub candidate_digest: Option<String>,
+    /// `serving`, `shadow` or `canary`.
     pub stage: String,
     /// The desired-state revision the replica has applied.
     pub revision: i64,
+    /// When the replica last swapped in or staged a version.
     pub last_activation: Option<i64>,
+    /// The replica's last load error for the slot.
     pub last_error: Option<String>,
+    /// When the replica wrote this row.
     pub heartbeat: i64,
     /// JSON of the candidate's diff on this replica.
     pub diff: Option<String>,
@@ -84,18 +97,30 @@ pub struct FleetRow {
 #[derive(Debug, Clone)]
 pub enum DesiredChange<'a> {
     /// Serve `digest` with `settings`; any candidate is dropped.
-    Serve { digest: &'a str, settings: &'a str },
+    Serve {
+        /// `sha256:<hex>` of the stored component.
+        digest: &'a str,
+        /// JSON object of settings over the slot's.
+        settings: &'a str,
+    },
     /// Stage `digest` as a candidate (`stage` is `shadow` or `canary`) with `plan`.
     Stage {
+        /// `sha256:<hex>` of the stored component.
         digest: &'a str,
+        /// JSON object of settings over the slot's.
         settings: &'a str,
+        /// `shadow` or `canary`.
         stage: &'a str,
+        /// JSON of the stage plan.
         plan: &'a str,
     },
     /// The candidate becomes the serving version.
     Promote,
     /// The candidate is dropped; `note` says why.
-    Abort { note: &'a str },
+    Abort {
+        /// Why, kept as the desired state's note.
+        note: &'a str,
+    },
 }
 
 const DESIRED_COLUMNS: &str = "slot, serving_digest, serving_settings, candidate_digest, \
