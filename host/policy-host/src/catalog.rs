@@ -144,10 +144,13 @@ impl Catalog {
     /// A catalog with one (empty) slot per configured plugin and per plugin kind. Fails on
     /// an invalid `[plugins.trust]`, registry credential or slot `source`.
     pub fn new(engine: Arc<PolicyEngine>, config: &HostConfig) -> Result<Self, LoadError> {
-        let distribution = Distribution::new(config).map_err(|source| LoadError::Distribution {
-            name: "*".to_owned(),
-            source: Box::new(source),
-        })?;
+        let distribution =
+            Distribution::new(config, engine.gateway().secrets().clone()).map_err(|source| {
+                LoadError::Distribution {
+                    name: "*".to_owned(),
+                    source: Box::new(source),
+                }
+            })?;
         let slots = config
             .slot_names()
             .into_iter()

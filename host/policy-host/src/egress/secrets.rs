@@ -46,6 +46,9 @@ impl Snapshot {
 pub struct SecretStore {
     sources: BTreeMap<String, SecretSource>,
     current: ArcSwap<Snapshot>,
+    // One refresh at a time (the timer and a caller reading a value fresh can race): a
+    // rotation is then logged and counted once, and no refresh undoes another's swap.
+    refreshing: std::sync::Mutex<()>,
 }
 
 impl Default for SecretStore {
@@ -53,6 +56,7 @@ impl Default for SecretStore {
         Self {
             sources: BTreeMap::new(),
             current: ArcSwap::from_pointee(Snapshot::new(BTreeMap::new(), BTreeMap::new())),
+            refreshing: std::sync::Mutex::new(()),
         }
     }
 }
@@ -93,6 +97,7 @@ impl SecretStore {
         Ok(Self {
             sources: sources.clone(),
             current: ArcSwap::from_pointee(Snapshot::new(values, BTreeMap::new())),
+            refreshing: std::sync::Mutex::new(()),
         })
     }
 
@@ -107,6 +112,10 @@ impl SecretStore {
     /// names that rotated. A file that is unreadable or empty (being rewritten) keeps the value
     /// in force and is tried again next time.
     pub fn refresh(&self) -> Vec<String> {
+        let _one_at_a_time = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = self.current.load_full();
         let mut values = current.values.clone();
         let mut retired = current.retired.clone();
@@ -134,6 +143,19 @@ impl SecretStore {
             }
         }
         rotated
+    }
+
+    /// The value of `name` as its source holds it now: re-reads the file secrets first (see
+    /// [`SecretStore::refresh`]), for a rare call that must not wait for the next refresh
+    /// tick (a registry pull). Blocking: small file reads.
+    pub fn value_now(&self, name: &str) -> Option<Arc<str>> {
+        self.refresh();
+        self.value(name)
+    }
+
+    /// Whether a secret called `name` is configured.
+    pub fn contains(&self, name: &str) -> bool {
+        self.sources.contains_key(name)
     }
 
     /// Re-reads file secrets every `every` on the current tokio runtime, for as long as the
