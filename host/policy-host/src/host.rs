@@ -143,28 +143,7 @@ impl PolicyHost {
             Err(error) => Err(error),
         };
         match outcome {
-            Ok((outcome, plugin)) => match breach_check::decide(&outcome) {
-                Some(decision) => BreachRecord {
-                    record: DecisionRecord {
-                        decision,
-                        plugin: Some(plugin.identity.clone()),
-                        fail_policy_applied: None,
-                    },
-                    outcome,
-                },
-                None => {
-                    let BreachOutcome::Unknown { reason } = &outcome else {
-                        unreachable!("decide() covers known outcomes")
-                    };
-                    let error = PluginError::Upstream {
-                        name: name.to_owned(),
-                        reason: reason.clone(),
-                    };
-                    let mut record = self.fail(name, PluginKind::BreachCheck, error);
-                    record.plugin = Some(plugin.identity.clone());
-                    BreachRecord { outcome, record }
-                }
-            },
+            Ok((outcome, plugin)) => self.breach_record(name, &plugin, outcome),
             Err(error) => {
                 let outcome = BreachOutcome::Unknown {
                     reason: error.code().to_owned(),
@@ -173,6 +152,40 @@ impl PolicyHost {
                     record: self.fail(name, PluginKind::BreachCheck, error),
                     outcome,
                 }
+            }
+        }
+    }
+
+    /// The record of a breach-check `outcome` that `plugin` (serving slot `name`) reached: a
+    /// known outcome decides, an `unknown` one goes through the slot's fail policy. Public for
+    /// the service's native benchmark mode, which reaches outcomes without the plugin.
+    pub fn breach_record(
+        &self,
+        name: &str,
+        plugin: &LoadedPlugin,
+        outcome: BreachOutcome,
+    ) -> BreachRecord {
+        match breach_check::decide(&outcome) {
+            Some(decision) => BreachRecord {
+                record: DecisionRecord {
+                    decision,
+                    plugin: Some(plugin.identity.clone()),
+                    fail_policy_applied: None,
+                },
+                outcome,
+            },
+            None => {
+                let reason = match &outcome {
+                    BreachOutcome::Unknown { reason } => reason.clone(),
+                    _ => String::new(),
+                };
+                let error = PluginError::Upstream {
+                    name: name.to_owned(),
+                    reason,
+                };
+                let mut record = self.fail(name, PluginKind::BreachCheck, error);
+                record.plugin = Some(plugin.identity.clone());
+                BreachRecord { outcome, record }
             }
         }
     }

@@ -232,7 +232,7 @@ pub async fn register(
         .await?;
     }
     let report = check_new_password(
-        &state.host,
+        &state.checks,
         &state.config.flows,
         &body.password,
         context_words(&state, &email, display_name.as_deref()),
@@ -436,8 +436,14 @@ async fn accept_new_password(
     metadata: &RequestMetadata,
 ) -> Result<(String, OutboxEvent), Problem> {
     let context = context_words(state, &user.email, user.display_name.as_deref());
-    let report =
-        check_new_password(&state.host, &state.config.flows, &password, context, false).await;
+    let report = check_new_password(
+        &state.checks,
+        &state.config.flows,
+        &password,
+        context,
+        false,
+    )
+    .await;
     if report.verdict != policy_host::Verdict::Allow {
         return Err(weak_password(report));
     }
@@ -652,7 +658,7 @@ pub async fn check_password(
     context.extend(body.email.filter(|email| !email.trim().is_empty()));
     context.extend(body.display_name);
     let report = check_new_password(
-        &state.host,
+        &state.checks,
         &state.config.flows,
         &body.password,
         context,

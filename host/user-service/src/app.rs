@@ -34,6 +34,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 pub struct AppState {
     pub config: Arc<ServiceConfig>,
     pub host: Arc<PolicyHost>,
+    /// The checks of a new password, run by `host`'s plugins (the benchmark's native mode
+    /// swaps in [`crate::password_checks::PasswordChecks::native`]).
+    pub checks: crate::password_checks::PasswordChecks,
     pub store: Store,
     /// Login throttles, counted in the database (shared by every replica).
     pub throttle: LoginThrottle,
@@ -75,6 +78,7 @@ fn metrics_handle() -> PrometheusHandle {
 
 /// Opens the database, installs missing bundled plugins, starts the policy host.
 pub async fn start(config: ServiceConfig) -> anyhow::Result<AppState> {
+    crate::malloc_tuning::tune();
     config.check_service_references()?;
     let store = Store::connect(&config.database_url).await?;
     if config.install_bundled_plugins {
@@ -140,10 +144,12 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<AppState> {
         tasks.push(tokio::spawn(relay.run()));
     }
     tasks.extend(security.refresh_task());
+    let host = Arc::new(host);
     Ok(AppState {
         throttle: LoginThrottle::new(store.clone(), &config.flows),
         config: Arc::new(config),
-        host: Arc::new(host),
+        checks: crate::password_checks::PasswordChecks::plugins(host.clone()),
+        host,
         store,
         metrics: metrics_handle(),
         internal,
