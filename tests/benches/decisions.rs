@@ -240,7 +240,7 @@ async fn instantiate_bench(
     let plugin = host
         .catalog()
         .slot(slot)
-        .and_then(|slot| slot.current())
+        .and_then(policy_host::catalog::Slot::current)
         .expect("loaded");
     let engine = host.catalog().engine().clone();
     let instantiate = measure(|_| {
@@ -394,6 +394,22 @@ async fn captcha_host(
 /// connection each time; natively, the same JSON parse and judgement.
 async fn captcha_benches() {
     use harness::captcha_vendors::{self as vendors, CaptchaServer, Vendor};
+    /// One decision with a fresh token.
+    async fn decide(host: &PolicyHost, i: usize) {
+        let input = policy_host::CaptchaInput {
+            token: format!("token-{i}"),
+            action: "login".to_owned(),
+            remote_ip: None,
+            idempotency_key: None,
+        };
+        let record = host.verify_captcha("captcha", &input).await;
+        assert_eq!(
+            record.decision.verdict,
+            policy_host::Verdict::Allow,
+            "decision {i}: {:?}",
+            record.decision.codes()
+        );
+    }
     let server = CaptchaServer::start(Vendor::Turnstile).await;
     let body = format!(
         r#"{{"success":true,"error-codes":[],"challenge_ts":"{}","hostname":"example.com","action":"","cdata":""}}"#,
@@ -413,22 +429,6 @@ async fn captcha_benches() {
         std::hint::black_box(captcha::verdict::judge(&answer, "login", &settings, now));
         async {}
     };
-    /// One decision with a fresh token.
-    async fn decide(host: &PolicyHost, i: usize) {
-        let input = policy_host::CaptchaInput {
-            token: format!("token-{i}"),
-            action: "login".to_owned(),
-            remote_ip: None,
-            idempotency_key: None,
-        };
-        let record = host.verify_captcha("captcha", &input).await;
-        assert_eq!(
-            record.decision.verdict,
-            policy_host::Verdict::Allow,
-            "decision {i}: {:?}",
-            record.decision.codes()
-        );
-    }
     for (line, pooled, iterations) in [
         ("captcha/host-local-provider", true, usize::MAX),
         // A connection per decision: fewer iterations keep the ephemeral ports (and

@@ -28,7 +28,7 @@ const CONCURRENCY: usize = 8;
 /// How long the breaker has to open.
 const OPEN_WITHIN: Duration = Duration::from_secs(5);
 /// `open-ms` for the bench: longer than any measured phase, so it stays open throughout.
-const OPEN_FOR: Duration = Duration::from_secs(60);
+const OPEN_FOR: Duration = Duration::from_mins(1);
 
 /// How much to measure.
 struct Plan {

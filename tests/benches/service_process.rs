@@ -15,8 +15,6 @@
 use harness::hibp::HibpServer;
 use serde_json::json;
 use std::{
-    io::{Read, Write},
-    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -47,10 +45,7 @@ fn serve(config: &Path) -> ! {
         .expect("tokio runtime");
     let result: anyhow::Result<()> = runtime.block_on(async {
         let config = user_service::ServiceConfig::load(Some(config))?;
-        let listen = config.listen;
-        let state = user_service::start(config).await?;
-        let listener = tokio::net::TcpListener::bind(listen).await?;
-        user_service::serve(state, listener, std::future::pending()).await
+        user_service::run(config, std::future::pending()).await
     });
     eprintln!("the service stopped: {result:?}");
     std::process::exit(1)
@@ -89,20 +84,6 @@ cache-ttl-ms = 21600000
     (port, config)
 }
 
-/// One request with `Connection: close`; the status code.
-fn status(port: u16, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response.split(' ').nth(1)?.parse().ok()
-}
-
 /// Starts the service (this binary with `--serve`); returns it and the time from exec to the
 /// first ready answer.
 fn start(config: &Path, port: u16) -> (Child, Duration) {
@@ -115,13 +96,7 @@ fn start(config: &Path, port: u16) -> (Child, Duration) {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the user-service binary");
-    while status(port, "/readyz") != Some(200) {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the service did not become ready"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    harness::process::wait_ready(port, Duration::from_millis(2));
     (child, started.elapsed())
 }
 

@@ -60,8 +60,11 @@ pub const TURNSTILE_TEST_HOSTNAME: &str = "example.com";
 /// Which vendor a [`CaptchaServer`] imitates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Vendor {
+    /// Google reCAPTCHA.
     Recaptcha,
+    /// hCaptcha.
     Hcaptcha,
+    /// Cloudflare Turnstile.
     Turnstile,
 }
 
@@ -124,7 +127,9 @@ struct Token {
 
 /// A siteverify endpoint of one vendor, with switchable faults.
 pub struct CaptchaServer {
+    /// The listening server.
     pub server: TestServer,
+    /// Which vendor it plays.
     pub vendor: Vendor,
     mode: Arc<Mutex<Mode>>,
     tokens: Arc<Mutex<HashMap<String, Token>>>,
@@ -234,8 +239,7 @@ fn hex_value(byte: u8) -> Option<u8> {
 pub fn rfc3339_now() -> String {
     let seconds = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or(0);
+        .map_or(0, |elapsed| elapsed.as_secs());
     rfc3339(seconds)
 }
 

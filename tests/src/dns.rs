@@ -16,17 +16,26 @@ use tokio::task::{JoinHandle, JoinSet};
 pub enum TestRecord {
     /// An IPv4 address record.
     A {
+        /// The name.
         name: String,
+        /// Its address.
         ip: Ipv4Addr,
+        /// Seconds to cache it.
         ttl: u32,
     },
     /// A service record (RFC 2782).
     Srv {
+        /// The service name (`_svc._tcp.domain`).
         name: String,
+        /// Lower first.
         priority: u16,
+        /// Share among equal priorities.
         weight: u16,
+        /// The port.
         port: u16,
+        /// The host name.
         target: String,
+        /// Seconds to cache it.
         ttl: u32,
     },
 }

@@ -77,13 +77,21 @@ pub const CAPTCHA_SLOT: &str = "captcha";
 /// One way an upstream fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
+    /// The connection is refused.
     Refused,
+    /// Accepts and never answers.
     Hang,
+    /// Answers, slowly.
     Slow,
+    /// Answers 503.
     Status5xx,
+    /// Resets the connection.
     Reset,
+    /// Fails the TLS handshake.
     TlsFailure,
+    /// The name does not resolve.
     Nxdomain,
+    /// The DNS server never answers.
     DnsHang,
 }
 
@@ -125,7 +133,9 @@ impl Fault {
 /// How a [`FaultServer`] behaves right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// Answers normally.
     Healthy,
+    /// Fails this way.
     Faulty(Fault),
 }
 
@@ -618,7 +628,7 @@ pub fn breaker_state(host: &PolicyHost, slot: &str, base_url: &str) -> Option<Br
     host.catalog()
         .engine()
         .gateway()
-        .breaker_state(slot, base_url)
+        .breaker_state(&policy_host::egress::Caller::plugin(slot), base_url)
 }
 
 /// A password no other drill call uses, so its range is never cached: `<label>-<n>`.

@@ -20,19 +20,24 @@ pub fn corpus(breached: &[(&str, u64)]) -> BTreeMap<String, Vec<(String, u64)>> 
 /// How the server behaves right now.
 #[derive(Debug, Clone)]
 pub enum Mode {
+    /// Answers range queries normally.
     Healthy,
     /// Answers after this delay.
     Slow(Duration),
+    /// Answers this status.
     Status(u16),
+    /// Answers 200 with a body that is not a range.
     Garbage,
     /// A 200 with this many bytes of valid-looking lines.
     Huge(usize),
+    /// Resets the connection halfway through the body.
     ResetMidBody,
 }
 
 /// The range API: serves `SUFFIX:COUNT` lines for its corpus, with `count-0` padding lines
 /// when asked (`Add-Padding: true`), like the real one.
 pub struct HibpServer {
+    /// The listening server.
     pub server: TestServer,
     mode: Arc<Mutex<Mode>>,
 }

@@ -15,6 +15,7 @@ use std::{
 
 /// The client credentials the token endpoint accepts.
 pub const CLIENT_ID: &str = "user-service";
+/// The client secret the token endpoint accepts.
 pub const CLIENT_SECRET: &str = "s3cret+/=&client";
 
 /// Issued tokens, shared with the resource servers.
@@ -29,6 +30,7 @@ pub struct TokenBook {
 /// How a simulated resource server behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
+    /// Healthy.
     Up,
     /// 503 to everything.
     Down,
@@ -41,7 +43,9 @@ pub enum Health {
 
 /// An OAuth 2.0 token endpoint (`POST /oauth/token`, HTTP Basic client authentication).
 pub struct TokenEndpoint {
+    /// The listening server.
     pub server: TestServer,
+    /// Tokens issued and still live.
     pub book: Arc<Mutex<TokenBook>>,
 }
 
@@ -114,10 +118,10 @@ impl TokenEndpoint {
 
 /// Checks a resource request's bearer token; `Some(reply)` when it is refused.
 fn refuse_unauthorized(
-    tokens: &Option<Arc<Mutex<TokenBook>>>,
+    tokens: Option<&Arc<Mutex<TokenBook>>>,
     request: &RecordedRequest,
 ) -> Option<Reply> {
-    let book = tokens.as_ref()?;
+    let book = tokens?;
     let presented = request
         .header("authorization")
         .and_then(|value| value.strip_prefix("Bearer "));
@@ -133,6 +137,7 @@ fn refuse_unauthorized(
 /// A resource server with a health switch, recording what it accepted (deduplicated by
 /// `Idempotency-Key`, like a consumer should).
 pub struct ResourceServer {
+    /// The listening server.
     pub server: TestServer,
     health: Arc<Mutex<Health>>,
     accepted: Arc<Mutex<Vec<Value>>>,
@@ -160,7 +165,7 @@ impl ResourceServer {
                 Health::Down => return Reply::status(503),
                 Health::Hanging => {
                     return Reply::After(
-                        std::time::Duration::from_secs(3600),
+                        std::time::Duration::from_hours(1),
                         Box::new(Reply::status(503)),
                     );
                 }
@@ -168,7 +173,7 @@ impl ResourceServer {
             if request.method != "POST" || request.path != path {
                 return Reply::status(404);
             }
-            if let Some(refused) = refuse_unauthorized(&tokens, request) {
+            if let Some(refused) = refuse_unauthorized(tokens.as_ref(), request) {
                 return refused;
             }
             let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
@@ -230,6 +235,7 @@ impl ResourceServer {
             .count()
     }
 
+    /// Changes the health it reports.
     pub fn set_health(&self, health: Health) {
         *self.health.lock().unwrap() = health;
     }
@@ -244,6 +250,7 @@ impl ResourceServer {
         self.accepted.lock().unwrap().clone()
     }
 
+    /// Its base URL.
     pub fn url(&self) -> String {
         self.server.url()
     }
@@ -251,6 +258,7 @@ impl ResourceServer {
 
 /// A Configuration Service serving `GET /config/user-service/security-policies`.
 pub struct ConfigService {
+    /// The listening server.
     pub server: TestServer,
     document: Arc<Mutex<(u16, Vec<u8>)>>,
 }
@@ -264,7 +272,7 @@ impl ConfigService {
             if request.method != "GET" || request.path != "/config/user-service/security-policies" {
                 return Reply::status(404);
             }
-            if let Some(refused) = refuse_unauthorized(&tokens, request) {
+            if let Some(refused) = refuse_unauthorized(tokens.as_ref(), request) {
                 return refused;
             }
             let (status, body) = serving.lock().unwrap().clone();
@@ -291,6 +299,7 @@ impl ConfigService {
         *self.document.lock().unwrap() = (status, body.to_vec());
     }
 
+    /// Its base URL.
     pub fn url(&self) -> String {
         self.server.url()
     }

@@ -1,4 +1,5 @@
-//! The wasmtime host harness: helpers shared by the tests in `tests/tests/`.
+//! The wasmtime host harness: helpers shared by the tests in `tests/tests/all/` (one binary,
+//! a module per area) and the benches.
 //!
 //! Everything here uses the real pieces: the components built from `plugin/` (through the
 //! `bundled-plugins` crate) and from `tests/components/` (this crate's build script), loaded by
@@ -8,10 +9,12 @@ pub mod captcha_vendors;
 pub mod dns;
 pub mod faults;
 pub mod hibp;
+pub mod http;
 pub mod internal_services;
 pub mod log_capture;
 pub mod nats;
 pub mod postgres;
+pub mod process;
 pub mod registry;
 pub mod service;
 pub mod upstream;
@@ -26,6 +29,14 @@ use std::{
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
+
+/// Held by the tests that load both cores for seconds (the fault drills, parallel logins) or
+/// assert deadlines and latencies: in the one test binary two of them never run at once, as
+/// when each area was a binary of its own.
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static EXCLUSIVE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    EXCLUSIVE.lock().await
+}
 
 /// Paths of the test components built by `build.rs`.
 pub mod components {
@@ -114,7 +125,7 @@ pub fn breach_slot(base_url: &str, policy: CallPolicy, settings: &[(&str, &str)]
         url: format!("{base_url}/range/"),
         allow_private: true,
         secrets: Vec::new(),
-        cache_ttl: Some(Duration::from_secs(3600)),
+        cache_ttl: Some(Duration::from_hours(1)),
         idempotency_header: None,
         policy: Some(policy),
     }];

@@ -14,7 +14,7 @@ impl Write for Buffer {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         self.0
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .extend_from_slice(bytes);
         Ok(bytes.len())
     }
@@ -49,7 +49,7 @@ pub fn captured() -> String {
                 &buffer
                     .0
                     .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
             )
             .into_owned()
         })

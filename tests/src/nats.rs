@@ -132,7 +132,7 @@ impl TestNats {
                     }
                     Ok(answer) => {
                         last_error =
-                            format!("JetStream: {}", String::from_utf8_lossy(&answer.payload))
+                            format!("JetStream: {}", String::from_utf8_lossy(&answer.payload));
                     }
                     Err(error) => last_error = format!("JetStream: {error}"),
                 },
@@ -172,10 +172,7 @@ impl TestNats {
             let message = stream.get_raw_message(sequence).await?;
             messages.push(StoredMessage {
                 subject: message.subject.to_string(),
-                msg_id: message
-                    .headers
-                    .get("Nats-Msg-Id")
-                    .map(|value| value.to_string()),
+                msg_id: message.headers.get("Nats-Msg-Id").map(ToString::to_string),
                 body: serde_json::from_slice(&message.payload)?,
             });
         }

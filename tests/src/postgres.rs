@@ -23,11 +23,11 @@ fn server() -> &'static Result<String, String> {
 
 /// A URL to a new, empty database.
 pub async fn fresh_database() -> anyhow::Result<String> {
+    use sqlx::Connection;
     let base = server()
         .as_ref()
         .map_err(|error| anyhow::anyhow!("{error}"))?;
     let name = format!("test_{:016x}", fastrand_u64());
-    use sqlx::Connection;
     let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres")).await?;
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut admin)

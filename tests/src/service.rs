@@ -11,8 +11,11 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// A running service; stops when dropped.
 pub struct TestService {
+    /// Where it listens.
     pub address: SocketAddr,
+    /// The service's state (store, host, configuration).
     pub state: AppState,
+    /// Its plugin directory.
     pub plugins: PluginDir,
     /// The service's data directory (database, event file, last known good policies).
     pub data: tempfile::TempDir,

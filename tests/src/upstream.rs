@@ -16,10 +16,13 @@ use tokio::{
 /// A request as the server received it.
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
+    /// The method.
     pub method: String,
+    /// The path and query.
     pub path: String,
     /// Header names lower-cased, in arrival order.
     pub headers: Vec<(String, String)>,
+    /// The body.
     pub body: Vec<u8>,
 }
 
@@ -54,8 +57,11 @@ impl RecordedRequest {
 pub enum Reply {
     /// A complete response.
     Respond {
+        /// The status.
         status: u16,
+        /// Header fields.
         headers: Vec<(String, String)>,
+        /// The body.
         body: Vec<u8>,
     },
     /// Wait, then do the inner reply.
@@ -68,7 +74,12 @@ pub enum Reply {
         then: Box<Reply>,
     },
     /// Announce `declared` bytes, send `sent` of them, then reset the connection.
-    ResetMidBody { declared: usize, sent: usize },
+    ResetMidBody {
+        /// The content length announced.
+        declared: usize,
+        /// The bytes sent before the reset.
+        sent: usize,
+    },
 }
 
 impl Reply {
@@ -167,6 +178,7 @@ impl TestServer {
         format!("http://{}", self.address)
     }
 
+    /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.address.port()
     }

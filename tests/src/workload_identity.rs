@@ -31,13 +31,13 @@ pub struct TestKey {
 impl TestKey {
     /// A fresh P-256 key pair.
     pub fn generate() -> Self {
+        use base64::Engine as _;
         let rng = SystemRandom::new();
         let algorithm = &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING;
         let pkcs8 =
             ring::signature::EcdsaKeyPair::generate_pkcs8(algorithm, &rng).expect("a P-256 key");
         let pair = ring::signature::EcdsaKeyPair::from_pkcs8(algorithm, pkcs8.as_ref(), &rng)
             .expect("the key parses");
-        use base64::Engine as _;
         let encoded = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref());
         let lines: Vec<&str> = encoded
             .as_bytes()
@@ -89,6 +89,7 @@ struct Book {
 
 /// The token endpoint (`POST /oauth/token`).
 pub struct AssertionTokenEndpoint {
+    /// The listening server.
     pub server: TestServer,
     book: Arc<Mutex<Book>>,
 }

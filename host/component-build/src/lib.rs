@@ -34,7 +34,9 @@ pub struct ComponentBuild<'a> {
 
 /// A built component: the package it came from and where its `.wasm` is.
 pub struct BuiltComponent {
+    /// The cargo package that builds it.
     pub package: String,
+    /// Where the built `.wasm` file is.
     pub path: PathBuf,
 }
 
@@ -87,12 +89,11 @@ impl ComponentBuild<'_> {
         let status = command
             .status()
             .unwrap_or_else(|error| panic!("could not run cargo to build plugins: {error}"));
-        if !status.success() {
-            panic!(
-                "building the wasm components {:?} failed (see the cargo output above)",
-                self.packages
-            );
-        }
+        assert!(
+            status.success(),
+            "building the wasm components {:?} failed (see the cargo output above)",
+            self.packages
+        );
 
         println!("cargo:rerun-if-changed={}", workspace.join("wit").display());
         println!(
@@ -178,11 +179,11 @@ fn ensure_wasm_target() {
         .args(["target", "add", WASM_TARGET])
         .status()
         .is_ok_and(|status| status.success());
-    if !installed || !wasm_target_installed() {
-        panic!(
-            "the {WASM_TARGET} target is missing and could not be installed: run `rustup target add {WASM_TARGET}`"
-        );
-    }
+    assert!(
+        installed && wasm_target_installed(),
+        "the {WASM_TARGET} target is missing and could not be installed: \
+         run `rustup target add {WASM_TARGET}`"
+    );
 }
 
 fn wasm_target_installed() -> bool {

@@ -51,7 +51,7 @@ impl ArtifactCache {
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => return Ok(component),
                 Err(error) => {
-                    tracing::warn!(path = %path.display(), %error, "ignoring unusable cached artifact")
+                    tracing::warn!(path = %path.display(), %error, "ignoring unusable cached artifact");
                 }
             }
         }

@@ -6,6 +6,7 @@ use crate::{
     engine::PolicyEngine,
     error::PluginError,
     loaded::{LoadedPlugin, PreInstance},
+    plugin_call,
 };
 use serde::Serialize;
 
@@ -14,13 +15,17 @@ use serde::Serialize;
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum BreachOutcome {
     /// Seen this many times: more than the plugin's `max-breaches`.
-    Breached { count: u64 },
+    Breached {
+        /// How many times.
+        count: u64,
+    },
     /// Not seen often enough to count.
     Clean,
     /// The corpus could not be asked or understood; the fail policy decides. The reason is
     /// the plugin's own text (scrubbed of secrets): for logs, never serialised to callers.
     Unknown {
         #[serde(skip_serializing)]
+        /// Why: the plugin's scrubbed text.
         reason: String,
     },
 }
@@ -34,35 +39,28 @@ pub(crate) async fn check(
     plugin: &LoadedPlugin,
     password: &str,
 ) -> Result<BreachOutcome, PluginError> {
-    let limits = engine.limits();
-    if password.len() > limits.max_input_bytes {
-        return Err(PluginError::InputTooLarge {
-            size: password.len(),
-            limit: limits.max_input_bytes,
-        });
-    }
+    plugin_call::check_input_size(engine, password.len())?;
     let PreInstance::BreachCheck(pre) = &plugin.pre else {
         return Err(plugin.wrong_kind(crate::PluginKind::BreachCheck));
     };
-    let mut store = plugin.new_store(engine);
-    let call = async {
-        let instance = pre.instantiate_async(&mut store).await?;
+    let outcome = plugin_call::run(engine, plugin, async |store| {
+        let instance = pre.instantiate_async(&mut *store).await?;
         instance
             .user_service_policy_breach_lookup()
-            .call_check(&mut store, password)
+            .call_check(store, password)
             .await
-    };
-    match plugin.within_deadline(engine, call).await? {
-        Ok(breach_lookup::BreachOutcome::Breached(count)) => Ok(BreachOutcome::Breached { count }),
-        Ok(breach_lookup::BreachOutcome::Clean) => Ok(BreachOutcome::Clean),
-        Ok(breach_lookup::BreachOutcome::Unknown(reason)) => {
+    })
+    .await?;
+    match outcome {
+        breach_lookup::BreachOutcome::Breached(count) => Ok(BreachOutcome::Breached { count }),
+        breach_lookup::BreachOutcome::Clean => Ok(BreachOutcome::Clean),
+        breach_lookup::BreachOutcome::Unknown(reason) => {
             // The plugin's own text: for logs and operators only, scrubbed and capped.
             let reason = engine.gateway().redactor().redact(&reason);
             Ok(BreachOutcome::Unknown {
                 reason: crate::loaded::cap_text(reason, MAX_REASON_BYTES),
             })
         }
-        Err(error) => Err(plugin.classify(engine, &store, error)),
     }
 }
 

@@ -7,6 +7,7 @@ use crate::{
     error::PluginError,
     loaded::{LoadedPlugin, PreInstance},
     password_policy::from_wit,
+    plugin_call,
 };
 use moka::sync::Cache;
 use sha2::{Digest, Sha256};
@@ -73,15 +74,9 @@ pub(crate) async fn verify(
     input: &CaptchaInput,
     idempotency_key: &str,
 ) -> Result<Decision, PluginError> {
-    let limits = engine.limits();
     let size =
         input.token.len() + input.action.len() + input.remote_ip.as_ref().map_or(0, String::len);
-    if size > limits.max_input_bytes {
-        return Err(PluginError::InputTooLarge {
-            size,
-            limit: limits.max_input_bytes,
-        });
-    }
+    plugin_call::check_input_size(engine, size)?;
     let PreInstance::Captcha(pre) = &plugin.pre else {
         return Err(plugin.wrong_kind(crate::PluginKind::Captcha));
     };
@@ -91,16 +86,13 @@ pub(crate) async fn verify(
         remote_ip: input.remote_ip.clone(),
         idempotency_key: idempotency_key.to_owned(),
     };
-    let mut store = plugin.new_store(engine);
-    let call = async {
-        let instance = pre.instantiate_async(&mut store).await?;
+    let decision = plugin_call::run(engine, plugin, async |store| {
+        let instance = pre.instantiate_async(&mut *store).await?;
         instance
             .user_service_policy_captcha_verifier()
-            .call_verify(&mut store, &wit_input)
+            .call_verify(store, &wit_input)
             .await
-    };
-    match plugin.within_deadline(engine, call).await? {
-        Ok(decision) => from_wit(decision, engine, plugin),
-        Err(error) => Err(plugin.classify(engine, &store, error)),
-    }
+    })
+    .await?;
+    from_wit(decision, engine, plugin)
 }

@@ -12,7 +12,8 @@ use crate::{
     },
     config::{HostConfig, ResolvedSlot},
     decision::PluginIdentity,
-    egress::PluginEgress,
+    // Its data stays consistent even if a holder panicked (plain assignments).
+    egress::{Caller, CallerPolicy, lock::lock},
     engine::PolicyEngine,
     error::{LoadError, PluginError},
     kind::{self, PluginKind},
@@ -552,11 +553,15 @@ fn prepare(
     let egress = match kind {
         PluginKind::PasswordPolicy => None,
         PluginKind::BreachCheck | PluginKind::Captcha => {
-            let mut egress = PluginEgress::new(&name, &slot.egress, engine.gateway().defaults())
-                .map_err(|message| LoadError::Internal {
-                    name: name.clone(),
-                    message,
-                })?;
+            let mut egress = CallerPolicy::new(
+                Caller::plugin(&name),
+                &slot.egress,
+                engine.gateway().defaults(),
+            )
+            .map_err(|error| LoadError::Internal {
+                name: name.clone(),
+                message: error.to_string(),
+            })?;
             // Inside a decision, a call slower than 60 % of the deadline is a slow call.
             let slow = engine.limits().deadline * 6 / 10;
             for rule in &mut egress.rules {
@@ -580,11 +585,4 @@ fn prepare(
         egress,
         (admission, slot.max_concurrent),
     ))
-}
-
-/// Locks a mutex whose data stays consistent even if a holder panicked (plain assignments).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

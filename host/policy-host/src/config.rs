@@ -186,14 +186,23 @@ impl HostConfig {
 /// A slot's configuration with every default filled in.
 #[derive(Debug, Clone)]
 pub struct ResolvedSlot {
+    /// The slot name the service asks for (e.g. `password-policy`).
     pub name: String,
+    /// The kind of plugin the slot takes.
     pub kind: PluginKind,
+    /// What a failed decision becomes.
     pub fail_policy: FailPolicy,
+    /// The SHA-256 the component must have, when pinned.
     pub sha256: Option<String>,
+    /// Settings the plugin reads through the `settings` import.
     pub settings: BTreeMap<String, String>,
+    /// A disabled slot loads nothing.
     pub enabled: bool,
+    /// The destinations the plugin may call through `wasi:http`.
     pub egress: Vec<DestinationConfig>,
+    /// Fail policies that override `fail_policy` for one flow.
     pub fail_policy_by_flow: BTreeMap<String, FailPolicy>,
+    /// How long a CAPTCHA idempotency key is remembered.
     pub replay_window: std::time::Duration,
     /// Most decisions of this slot running at once.
     pub max_concurrent: u32,

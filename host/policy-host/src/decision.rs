@@ -7,19 +7,25 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
+    /// Go ahead.
     Allow,
+    /// Refuse.
     Deny,
+    /// Ask the user for more (a CAPTCHA challenge).
     Challenge,
 }
 
 /// One reason behind a verdict: a stable code and a sentence of guidance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
+    /// A stable, machine-readable code (e.g. `too-short`).
     pub code: String,
+    /// A human-readable explanation.
     pub message: String,
 }
 
 impl Finding {
+    /// A finding with this code and message.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             code: code.into(),
@@ -32,24 +38,33 @@ impl Finding {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum AttributeValue {
+    /// A whole number.
     Integer(i64),
+    /// A real number.
     Number(f64),
+    /// Text.
     Text(String),
+    /// A yes or no.
     Flag(bool),
 }
 
 /// A named measurement that goes with a decision.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Attribute {
+    /// The attribute's name.
     pub name: String,
+    /// Its value.
     pub value: AttributeValue,
 }
 
 /// A verdict with its findings and attributes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Decision {
+    /// The overall verdict.
     pub verdict: Verdict,
+    /// Why, one finding per reason.
     pub findings: Vec<Finding>,
+    /// Extra facts the plugin reports (scores, counts).
     pub attributes: Vec<Attribute>,
 }
 
@@ -89,6 +104,7 @@ pub struct PluginIdentity {
 /// A decision and where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DecisionRecord {
+    /// The decision the caller acts on.
     pub decision: Decision,
     /// The plugin that decided; `None` when no plugin was loaded at all.
     pub plugin: Option<PluginIdentity>,

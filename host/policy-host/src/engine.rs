@@ -3,10 +3,11 @@
 use crate::{
     artifact_cache::ArtifactCache,
     bindings::{logging, password_policy::PasswordPolicy, settings, types},
-    egress::{EgressGateway, config::EgressConfig, outgoing_handler},
+    egress::{EgressGateway, config::EgressConfig},
     kind::PluginKind,
     limits::RuntimeLimits,
     store_state::PluginState,
+    wasi_http::outgoing_handler,
 };
 use std::{
     sync::{
@@ -82,7 +83,7 @@ impl PolicyEngine {
         wasmtime_wasi::p2::add_to_linker_async(&mut network_linker)?;
         // wasi:http's types from wasmtime-wasi-http; its outgoing handler is ours, so that a
         // request the gateway answers at once is answered without a task (see
-        // `egress::outgoing_handler`).
+        // `wasi_http::outgoing_handler`).
         let http_options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
         wasmtime_wasi_http::p2::bindings::http::types::add_to_linker::<_, WasiHttp>(
             &mut network_linker,

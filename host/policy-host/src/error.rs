@@ -6,6 +6,10 @@ use thiserror::Error;
 
 /// Why a plugin could not make a decision. Every variant names the plugin; the caller's fail
 /// policy decides what the user gets.
+#[allow(
+    missing_docs,
+    reason = "each variant's fields are named in its #[error] message"
+)]
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum PluginError {
     /// No slot of that name, or nothing ever loaded into it.
@@ -103,6 +107,10 @@ impl serde::Serialize for PluginError {
 }
 
 /// Why a candidate plugin was rejected. The version already serving (if any) keeps serving.
+#[allow(
+    missing_docs,
+    reason = "each variant's fields are named in its #[error] message"
+)]
 #[derive(Debug, Error)]
 pub enum LoadError {
     #[error("cannot read plugin file {path}: {source}")]

@@ -19,7 +19,9 @@ use std::sync::Arc;
 /// A breach check's typed outcome and the decision made from it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BreachRecord {
+    /// What the corpus said.
     pub outcome: BreachOutcome,
+    /// The decision as made, for logs and metrics.
     pub record: DecisionRecord,
 }
 
@@ -83,7 +85,7 @@ impl PolicyHost {
             .filter(|slot| slot.kind == PluginKind::Captcha)
             .map(|slot| slot.replay_window)
             .max()
-            .unwrap_or(std::time::Duration::from_secs(600));
+            .unwrap_or(std::time::Duration::from_mins(10));
         Ok(Self {
             catalog,
             accepted_tokens: AcceptedTokens::new(replay_window),
@@ -273,7 +275,7 @@ impl PolicyHost {
         let plugin = self
             .catalog
             .slot(name)
-            .and_then(|slot| slot.current())
+            .and_then(super::catalog::Slot::current)
             .ok_or_else(|| PluginError::NotLoaded {
                 name: name.to_owned(),
             })?;
@@ -289,9 +291,10 @@ impl PolicyHost {
 
     fn fail(&self, name: &str, kind: PluginKind, error: PluginError) -> DecisionRecord {
         let slot = self.catalog.slot(name);
-        let policy = slot
-            .map(|slot| slot.config.fail_policy)
-            .unwrap_or_else(|| crate::FailPolicy::default_for(kind));
+        let policy = slot.map_or_else(
+            || crate::FailPolicy::default_for(kind),
+            |slot| slot.config.fail_policy,
+        );
         crate::egress::log_throttle::warn_throttled(
             &format!("{name} {}", error.code()),
             |suppressed| {
@@ -301,7 +304,7 @@ impl PolicyHost {
         DecisionRecord {
             decision: policy.decide(kind, &error),
             plugin: slot
-                .and_then(|slot| slot.current())
+                .and_then(super::catalog::Slot::current)
                 .map(|plugin| plugin.identity.clone()),
             fail_policy_applied: Some(error),
         }

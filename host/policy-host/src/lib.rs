@@ -7,6 +7,8 @@
 //!   off the hot path, then swapped atomically; in-flight decisions finish on the old version.
 //! - [`source`] fetches candidates from the plugin directory or an OCI registry and checks
 //!   their signatures before anything is compiled.
+//! - [`wasi_http`] routes every `wasi:http` request of a plugin through the [`egress`]
+//!   gateway.
 //! - [`watcher`] turns file changes in the plugin directory into reloads.
 //! - [`PolicyHost`] is what callers use: one method per decision kind, returning the
 //!   decision together with the identity of the plugin that made it (or the fail policy that
@@ -22,7 +24,6 @@ pub mod captcha;
 pub mod catalog;
 pub mod config;
 pub mod decision;
-pub mod egress;
 pub mod engine;
 pub mod error;
 pub mod fail_policy;
@@ -30,11 +31,17 @@ pub mod kind;
 pub mod limits;
 pub mod loaded;
 pub mod password_policy;
+mod plugin_call;
 pub mod source;
 pub mod store_state;
+pub mod wasi_http;
 pub mod watcher;
 
 mod host;
+
+/// The egress gateway (its own crate): re-exported for the configuration types the host's
+/// settings are made of.
+pub use ::egress;
 
 pub use breach_check::BreachOutcome;
 pub use captcha::CaptchaInput;

@@ -40,7 +40,7 @@ pub struct RuntimeLimits {
 impl Default for RuntimeLimits {
     fn default() -> Self {
         Self {
-            deadline: Duration::from_millis(1000),
+            deadline: Duration::from_secs(1),
             memory_bytes: 32 << 20,
             max_input_bytes: 16 << 10,
             max_findings: 32,

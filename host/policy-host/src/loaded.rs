@@ -5,11 +5,12 @@ use crate::{
         breach_check::BreachCheckPre, captcha::CaptchaPre, password_policy::PasswordPolicyPre,
     },
     decision::PluginIdentity,
-    egress::{PluginEgress, hooks::EgressHooks},
+    egress::CallerPolicy,
     engine::PolicyEngine,
     error::PluginError,
     kind::PluginKind,
     store_state::{MemoryCapExceeded, PluginState},
+    wasi_http::hooks::EgressHooks,
 };
 use arc_swap::ArcSwap;
 use std::{
@@ -50,7 +51,7 @@ pub struct LoadedPlugin {
     pub(crate) settings: ArcSwap<BTreeMap<String, String>>,
     pub(crate) pre: PreInstance,
     /// Where the plugin may send requests; `None` for kinds without network access.
-    pub(crate) egress: Option<Arc<PluginEgress>>,
+    pub(crate) egress: Option<Arc<CallerPolicy>>,
     /// `slot: name version` as the plugin reports them, for its log lines.
     label: Arc<str>,
     decisions: AtomicU64,
@@ -67,7 +68,7 @@ impl LoadedPlugin {
         wit_version: String,
         settings: Arc<BTreeMap<String, String>>,
         pre: PreInstance,
-        egress: Option<Arc<PluginEgress>>,
+        egress: Option<Arc<CallerPolicy>>,
         admission: (Arc<Semaphore>, u32),
     ) -> Self {
         let label = format!("{}: (loading)", identity.name).into();
@@ -108,22 +109,22 @@ impl LoadedPlugin {
         engine: &PolicyEngine,
     ) -> Result<OwnedSemaphorePermit, PluginError> {
         let slot = &*self.identity.name;
-        let permit = match self.admission.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                let wait = engine.limits().queue_timeout.min(engine.limits().deadline);
-                match tokio::time::timeout(wait, self.admission.clone().acquire_owned()).await {
-                    Ok(Ok(permit)) => permit,
-                    _ => {
-                        metrics::counter!("plugin_admission_rejections_total", "slot" => slot.to_owned())
-                            .increment(1);
-                        return Err(PluginError::Overloaded {
-                            name: slot.to_owned(),
-                            limit: self.admission_limit,
-                            waited: wait,
-                        });
-                    }
-                }
+        let permit = if let Ok(permit) = self.admission.clone().try_acquire_owned() {
+            permit
+        } else {
+            let wait = engine.limits().queue_timeout.min(engine.limits().deadline);
+            if let Ok(Ok(permit)) =
+                tokio::time::timeout(wait, self.admission.clone().acquire_owned()).await
+            {
+                permit
+            } else {
+                metrics::counter!("plugin_admission_rejections_total", "slot" => slot.to_owned())
+                    .increment(1);
+                return Err(PluginError::Overloaded {
+                    name: slot.to_owned(),
+                    limit: self.admission_limit,
+                    waited: wait,
+                });
             }
         };
         let in_flight = self.admission_limit as usize - self.admission.available_permits();
@@ -236,7 +237,7 @@ impl LoadedPlugin {
 
 impl LoadedPlugin {
     /// Where this plugin may send requests (`None` for kinds without network access).
-    pub fn egress(&self) -> Option<&Arc<PluginEgress>> {
+    pub fn egress(&self) -> Option<&Arc<CallerPolicy>> {
         self.egress.as_ref()
     }
 

@@ -6,6 +6,7 @@ use crate::{
     engine::PolicyEngine,
     error::PluginError,
     loaded::{LoadedPlugin, PreInstance},
+    plugin_call,
 };
 
 /// A new password and what is known about its account.
@@ -37,20 +38,10 @@ pub(crate) async fn evaluate(
     plugin: &LoadedPlugin,
     input: &PasswordInput,
 ) -> Result<Decision, PluginError> {
-    let limits = engine.limits();
     let size = input.password.len() + input.context_words.iter().map(String::len).sum::<usize>();
-    if size > limits.max_input_bytes {
-        return Err(PluginError::InputTooLarge {
-            size,
-            limit: limits.max_input_bytes,
-        });
-    }
+    plugin_call::check_input_size(engine, size)?;
     let PreInstance::PasswordPolicy(pre) = &plugin.pre else {
-        return Err(PluginError::WrongKind {
-            name: plugin.identity.name.to_string(),
-            expected: crate::PluginKind::PasswordPolicy,
-            actual: plugin.kind,
-        });
+        return Err(plugin.wrong_kind(crate::PluginKind::PasswordPolicy));
     };
     let wit_input = password_rules::PasswordInput {
         password: input.password.clone(),
@@ -62,18 +53,15 @@ pub(crate) async fn evaluate(
             .cloned()
             .collect(),
     };
-    let mut store = plugin.new_store(engine);
-    let call = async {
-        let instance = pre.instantiate_async(&mut store).await?;
+    let decision = plugin_call::run(engine, plugin, async |store| {
+        let instance = pre.instantiate_async(&mut *store).await?;
         instance
             .user_service_policy_password_rules()
-            .call_evaluate(&mut store, &wit_input)
+            .call_evaluate(store, &wit_input)
             .await
-    };
-    match plugin.within_deadline(engine, call).await? {
-        Ok(decision) => from_wit(decision, engine, plugin),
-        Err(error) => Err(plugin.classify(engine, &store, error)),
-    }
+    })
+    .await?;
+    from_wit(decision, engine, plugin)
 }
 
 /// Converts and bounds a plugin's decision: a plugin may not flood the caller.

@@ -2,7 +2,8 @@
 
 use crate::{
     bindings::{logging, settings},
-    egress::{hooks::EgressHooks, outgoing_handler::GatewayOutgoing, redact::Redactor},
+    egress::redact::Redactor,
+    wasi_http::{hooks::EgressHooks, outgoing_handler::GatewayOutgoing},
 };
 use std::{collections::BTreeMap, sync::Arc};
 use wasmtime::{ResourceLimiter, component::ResourceTable};
@@ -138,7 +139,9 @@ impl crate::bindings::types::Host for PluginState {}
 /// Caps linear memory growth and remembers whether the cap was hit, so the failure can be
 /// reported as [`crate::PluginError::MemoryLimit`] rather than as a generic trap.
 pub struct MemoryCap {
+    /// The cap in bytes.
     pub limit_bytes: usize,
+    /// Whether a growth was refused.
     pub hit: bool,
 }
 

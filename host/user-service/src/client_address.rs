@@ -17,6 +17,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 pub struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
+    /// Trusts these networks.
     pub fn new(networks: Vec<IpNet>) -> Self {
         Self(networks)
     }
@@ -103,7 +104,7 @@ fn parse_node(value: &str) -> Option<IpAddr> {
 fn unmapped(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
+        v4 @ IpAddr::V4(_) => v4,
     }
 }
 

@@ -40,7 +40,7 @@ pub struct ServiceConfig {
     /// The decisions each flow asks for (`[flows]`).
     pub flows: FlowConfig,
     /// Session lifetimes (`[sessions]`).
-    pub sessions: crate::sessions::SessionConfig,
+    pub sessions: crate::domain::sessions::SessionConfig,
     /// The policy host: plugin directory, limits, slots, egress (`[plugins]`).
     pub plugins: HostConfig,
     /// How the service's own calls to internal services are made (`[outbound]`: call policy
@@ -68,7 +68,9 @@ pub struct ServiceConfig {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line.
     Json,
 }
 
@@ -84,9 +86,14 @@ pub struct FlowConfig {
     pub breach_check: String,
     /// Captcha slot (`captcha`); empty disables CAPTCHA everywhere.
     pub captcha: String,
-    /// Ask for a CAPTCHA on registration and reset requests (`captcha-on-register`).
+    /// Ask for a CAPTCHA on registration (`captcha-on-register`).
     #[serde(rename = "captcha-on-register")]
     pub captcha_on_register: bool,
+    /// Ask for a CAPTCHA on password-reset requests (`captcha-on-reset-request`). Unset, it
+    /// follows `captcha-on-register`, which governed both before this key existed (deprecated:
+    /// see [`FlowConfig::deprecations`]).
+    #[serde(rename = "captcha-on-reset-request")]
+    pub captcha_on_reset_request: Option<bool>,
     /// Failed logins (per account or client) after which a CAPTCHA is required
     /// (`captcha-after-failures`).
     #[serde(rename = "captcha-after-failures")]
@@ -123,6 +130,30 @@ pub struct FlowConfig {
     pub require_verified_email: bool,
 }
 
+impl FlowConfig {
+    /// Whether a password-reset request needs a CAPTCHA: `captcha-on-reset-request`, or when
+    /// unset `captcha-on-register` (its former meaning).
+    pub fn captcha_on_reset_request(&self) -> bool {
+        self.captcha_on_reset_request
+            .unwrap_or(self.captcha_on_register)
+    }
+
+    /// Settings that still work but are deprecated, each with what to write instead; logged
+    /// as warnings at start.
+    pub fn deprecations(&self) -> Vec<String> {
+        let mut deprecations = Vec::new();
+        if self.captcha_on_register && self.captcha_on_reset_request.is_none() {
+            deprecations.push(
+                "[flows] captcha-on-register = true also asks for a CAPTCHA on password-reset \
+                 requests only because captcha-on-reset-request is unset; this fallback is \
+                 deprecated: set captcha-on-reset-request = true (or false) explicitly"
+                    .to_owned(),
+            );
+        }
+        deprecations
+    }
+}
+
 impl Default for FlowConfig {
     fn default() -> Self {
         Self {
@@ -130,6 +161,7 @@ impl Default for FlowConfig {
             breach_check: "breach-check".to_owned(),
             captcha: String::new(),
             captcha_on_register: false,
+            captcha_on_reset_request: None,
             captcha_after_failures: 3,
             lock_after_failures: 100,
             client_failures_window_s: 3600,
@@ -163,7 +195,7 @@ impl Default for ServiceConfig {
             max_body_bytes: 64 << 10,
             install_bundled_plugins: true,
             flows: FlowConfig::default(),
-            sessions: crate::sessions::SessionConfig::default(),
+            sessions: crate::domain::sessions::SessionConfig::default(),
             plugins,
             outbound: default_outbound(),
             services: BTreeMap::new(),
@@ -256,6 +288,25 @@ impl ServiceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_flow_has_its_captcha_setting_and_the_old_coupling_is_warned_about() {
+        let flows = |text: &str| toml::from_str::<ServiceConfig>(text).unwrap().flows;
+        let old = flows("[flows]\ncaptcha-on-register = true\n");
+        assert!(old.captcha_on_register && old.captcha_on_reset_request());
+        assert_eq!(old.deprecations().len(), 1, "{:?}", old.deprecations());
+        assert!(old.deprecations()[0].contains("captcha-on-reset-request"));
+        let split =
+            flows("[flows]\ncaptcha-on-register = true\ncaptcha-on-reset-request = false\n");
+        assert!(split.captcha_on_register && !split.captcha_on_reset_request());
+        assert!(split.deprecations().is_empty());
+        let reset_only = flows("[flows]\ncaptcha-on-reset-request = true\n");
+        assert!(!reset_only.captcha_on_register && reset_only.captcha_on_reset_request());
+        assert!(reset_only.deprecations().is_empty());
+        let default = flows("");
+        assert!(!default.captcha_on_register && !default.captcha_on_reset_request());
+        assert!(default.deprecations().is_empty());
+    }
 
     #[test]
     fn a_sink_naming_an_unconfigured_service_is_refused() {

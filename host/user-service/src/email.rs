@@ -31,16 +31,22 @@ pub struct Email {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EmailError {
     #[error("the address must have exactly one `@` with text on both sides")]
+    /// Not `local@domain`.
     Shape,
     #[error("the address contains an invisible, control, bidirectional or space character")]
+    /// A character no address may hold.
     ForbiddenCharacter,
     #[error("IP-address domains are not accepted")]
+    /// The domain is an IP literal.
     IpLiteral,
     #[error("the domain must be a dotted domain name")]
+    /// The domain has no dot.
     NoDot,
     #[error("the domain is not a valid internationalised domain name")]
+    /// The domain is not a valid (IDNA) host name.
     InvalidDomain,
     #[error("the local part is longer than 64 bytes or the address longer than 254")]
+    /// Longer than the limits.
     TooLong,
 }
 

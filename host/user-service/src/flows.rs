@@ -3,7 +3,7 @@
 //! skipped and reported, so every flow works without any given plugin.
 
 use crate::{config::FlowConfig, password_checks::PasswordChecks, problem::Problem};
-use axum::http::StatusCode;
+use http::StatusCode;
 use policy_host::{
     AttributeValue, BreachOutcome, CaptchaInput, DecisionRecord, Finding, PasswordInput,
     PolicyHost, Verdict,
@@ -16,7 +16,9 @@ pub const MAX_PASSWORD_BYTES: usize = 4096;
 /// What the checks of a new password found.
 #[derive(Debug, Serialize)]
 pub struct PasswordReport {
+    /// The combined verdict.
     pub verdict: Verdict,
+    /// Every finding of every check.
     pub findings: Vec<Finding>,
     /// Length in code points after NFKC, from the policy plugin.
     #[serde(skip_serializing_if = "Option::is_none")]

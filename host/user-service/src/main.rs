@@ -32,13 +32,7 @@ async fn main() -> anyhow::Result<()> {
             .init(),
         LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).init(),
     }
-    let listen = config.listen;
-    let state = user_service::start(config).await?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|error| anyhow::anyhow!("cannot listen on {listen}: {error}"))?;
-    tracing::info!(address = %listener.local_addr()?, "user service listening");
-    let served = user_service::serve(state, listener, async {
+    let served = user_service::run(config, async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
     })

@@ -1,15 +1,9 @@
 //! Errors as `application/problem+json` (RFC 9457), each with a stable `type`, from every
-//! layer: handlers return [`Problem`]s, and [`ensure_problem`] turns any other error response
-//! (axum's own rejections, the method router's 405, a panic's 500) into one.
+//! layer: the domain and the handlers return [`Problem`]s; `crate::http::problem` renders
+//! them and turns any other error response (axum's own rejections, the method router's 405,
+//! a panic's 500) into one.
 
-use axum::{
-    Json,
-    body::Body,
-    extract::Request,
-    http::{HeaderValue, StatusCode, header},
-    middleware::Next,
-    response::{IntoResponse, Response},
-};
+use http::StatusCode;
 use policy_host::Finding;
 use serde::Serialize;
 
@@ -19,9 +13,12 @@ pub struct Problem {
     /// A stable URI naming the kind of problem, e.g. `urn:user-service:problem:weak-password`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// A short, human-readable summary.
     pub title: String,
+    /// The HTTP status.
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// This occurrence, explained.
     pub detail: Option<String>,
     /// Every policy finding (code + guidance), when a policy refused.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -29,6 +26,7 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// A problem of this status, kind and title.
     pub fn new(status: StatusCode, kind: &str, title: &str) -> Self {
         Self {
             kind: format!("urn:user-service:problem:{kind}"),
@@ -39,20 +37,24 @@ impl Problem {
         }
     }
 
+    /// With this detail.
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
         self
     }
 
+    /// With these findings.
     pub fn findings(mut self, findings: Vec<Finding>) -> Self {
         self.findings = findings;
         self
     }
 
+    /// A 400 of this kind.
     pub fn bad_request(kind: &str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, kind, "The request is invalid").detail(detail)
     }
 
+    /// A 500 that logs `error` and tells the client nothing more.
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "internal error");
         Self::new(
@@ -60,18 +62,6 @@ impl Problem {
             "internal",
             "Something went wrong on our side",
         )
-    }
-}
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (
-            status,
-            [(header::CONTENT_TYPE, "application/problem+json")],
-            Json(self),
-        )
-            .into_response()
     }
 }
 
@@ -95,48 +85,6 @@ pub fn for_status(status: StatusCode) -> Problem {
         _ => ("unavailable", "The service cannot answer this now"),
     };
     Problem::new(status, kind, title)
-}
-
-/// Middleware: an error response (4xx, 5xx) without a JSON body becomes the problem document
-/// for its status, keeping its headers (a 405's `Allow`). JSON error bodies (problems, and
-/// `/readyz`'s documented 503) pass unchanged.
-pub async fn ensure_problem(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
-    let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| {
-            value.starts_with("application/json") || value.starts_with("application/problem+json")
-        });
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
-        return response;
-    }
-    let (mut parts, _) = response.into_parts();
-    let problem = for_status(status);
-    let body = serde_json::to_vec(&problem).unwrap_or_default();
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, Body::from(body))
-}
-
-/// For `CatchPanicLayer`: a handler that panicked answers a 500 problem.
-pub fn from_panic(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|text| (*text).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a handler panicked".to_owned());
-    Problem::internal(format!("panic: {message}")).into_response()
-}
-
-/// `405` for a known path with another method (the router adds `Allow`).
-pub async fn method_not_allowed() -> Problem {
-    for_status(StatusCode::METHOD_NOT_ALLOWED)
 }
 
 impl From<sqlx::Error> for Problem {

@@ -73,23 +73,32 @@ const EMAIL_DISPLAY_COLUMN: &str = "ALTER TABLE users ADD COLUMN email_display T
 /// A stored user.
 #[derive(Debug, Clone)]
 pub struct User {
+    /// The user's id.
     pub id: String,
     /// The canonical address (unique).
     pub email: String,
     /// The address as typed at registration.
     pub email_display: String,
+    /// The name shown, if given.
     pub display_name: Option<String>,
+    /// The password's Argon2id PHC string.
     pub password_hash: String,
+    /// Failed logins since the last success.
     pub failed_logins: i64,
+    /// The password must be reset before the next login.
     pub reset_required: bool,
 }
 
 /// An event waiting in the outbox.
 #[derive(Debug, Clone)]
 pub struct OutboxEvent {
+    /// The event's id (the CloudEvents `id`).
     pub id: String,
+    /// Its type (e.g. `UserRegisteredEventV1`).
     pub event_type: String,
+    /// The user it is about; events of one user are delivered in order.
     pub aggregate_id: String,
+    /// The event data.
     pub payload: Value,
 }
 
@@ -273,6 +282,7 @@ impl Store {
         row.map(|row| user_from_row(&row)).transpose()
     }
 
+    /// The user with this id.
     pub async fn user_by_id(&self, id: &str) -> sqlx::Result<Option<User>> {
         let row = sqlx::query("SELECT id, email, display_name, password_hash, failed_logins, reset_required, email_display FROM users WHERE id = $1")
             .bind(id)
@@ -674,6 +684,7 @@ impl Store {
 /// An event the relay may deliver now.
 #[derive(Debug, Clone)]
 pub struct DueEvent {
+    /// The event.
     pub event: OutboxEvent,
     /// Failed attempts so far.
     pub attempts: i64,
@@ -685,7 +696,12 @@ pub struct DueEvent {
 #[derive(Debug, Clone)]
 pub enum DeliveryOutcome {
     /// Every sink took it.
-    Delivered { id: String, sinks_done: Vec<String> },
+    Delivered {
+        /// The event.
+        id: String,
+        /// The sinks that took it.
+        sinks_done: Vec<String>,
+    },
     /// At least one sink did not.
     Failed(DeliveryFailure),
 }
@@ -693,11 +709,13 @@ pub enum DeliveryOutcome {
 /// A failed delivery attempt, as recorded.
 #[derive(Debug, Clone)]
 pub struct DeliveryFailure {
+    /// The event's id.
     pub id: String,
     /// Failed attempts so far, this one included.
     pub attempts: i64,
     /// When to try again (microseconds since the epoch).
     pub next_attempt_at: i64,
+    /// What the last failure was.
     pub error: String,
     /// Sinks that did take it.
     pub sinks_done: Vec<String>,
@@ -708,8 +726,11 @@ pub struct DeliveryFailure {
 /// An event that ran out of attempts.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
+    /// The event.
     pub event: OutboxEvent,
+    /// Delivery attempts made.
     pub attempts: i64,
+    /// What the last failure was.
     pub last_error: Option<String>,
     /// Unix seconds.
     pub dead_at: Option<i64>,

@@ -56,6 +56,7 @@ pub struct LoginThrottle {
 }
 
 impl LoginThrottle {
+    /// A throttle counting in `store`, with the limits of `flows`.
     pub fn new(store: Store, flows: &FlowConfig) -> Self {
         Self {
             store,

@@ -102,7 +102,9 @@ fn random_hex<const N: usize>() -> String {
         let mut bytes = [0u8; N];
         // Ids need to be unique, not secret: fall back to fastrand if the OS refuses.
         if getrandom::fill(&mut bytes).is_err() {
-            bytes.iter_mut().for_each(|byte| *byte = fastrand::u8(..));
+            for byte in &mut bytes {
+                *byte = fastrand::u8(..);
+            }
         }
         if bytes.iter().any(|byte| *byte != 0) {
             return hex::encode(bytes);

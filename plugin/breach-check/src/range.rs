@@ -24,6 +24,7 @@ pub const SUFFIX_LEN: usize = 35;
 /// The result of looking a suffix up in a range response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeLookup {
+    /// Seen this many times.
     Found(u64),
     /// The response is well formed and the suffix is not in it.
     Absent,
@@ -88,23 +89,20 @@ fn find_line_by_line(body: &[u8], suffix: &[u8]) -> RangeLookup {
     let mut seen_valid_line = false;
     let mut start = 0;
     while start < body.len() {
-        let end = match fixed_width_candidate(body, start) {
-            Some(candidate) => {
-                let end = line_end(body, start + SUFFIX_LEN + 1);
-                if worth_parsing(candidate, suffix, seen_valid_line)
-                    && let Some(found) = judge_line(&body[start..end], suffix, &mut seen_valid_line)
-                {
-                    return found;
-                }
-                end
+        let end = if let Some(candidate) = fixed_width_candidate(body, start) {
+            let end = line_end(body, start + SUFFIX_LEN + 1);
+            if worth_parsing(candidate, suffix, seen_valid_line)
+                && let Some(found) = judge_line(&body[start..end], suffix, &mut seen_valid_line)
+            {
+                return found;
             }
-            None => {
-                let end = line_end(body, start);
-                if let Some(found) = judge_line(&body[start..end], suffix, &mut seen_valid_line) {
-                    return found;
-                }
-                end
+            end
+        } else {
+            let end = line_end(body, start);
+            if let Some(found) = judge_line(&body[start..end], suffix, &mut seen_valid_line) {
+                return found;
             }
+            end
         };
         start = end + 1;
     }
@@ -177,7 +175,7 @@ mod tests {
             "0018A45C4D1DEF81644B54AB7F969B88D65:1\r\n{}:9545824\r\n",
             SUFFIX.to_lowercase()
         );
-        assert_eq!(find_count(&body, SUFFIX), RangeLookup::Found(9545824));
+        assert_eq!(find_count(&body, SUFFIX), RangeLookup::Found(9_545_824));
         let body = format!("0018A45C4D1DEF81644B54AB7F969B88D65:1\n{SUFFIX}:3");
         assert_eq!(find_count(&body, SUFFIX), RangeLookup::Found(3));
     }

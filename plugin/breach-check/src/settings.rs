@@ -43,7 +43,7 @@ impl BreachSettings {
                 match raw.trim().parse() {
                     Ok(value) => *target = value,
                     Err(_) => {
-                        warnings.push(format!("{key}={raw:?} is not a number; using {target}"))
+                        warnings.push(format!("{key}={raw:?} is not a number; using {target}"));
                     }
                 }
             }

@@ -22,6 +22,7 @@ impl Provider {
         }
     }
 
+    /// The provider's name in the settings.
     pub fn name(self) -> &'static str {
         match self {
             Self::Recaptcha => "recaptcha",

@@ -84,15 +84,14 @@ impl CaptchaSettings {
         let timeout_ms = integer("timeout-ms", 800, &mut warnings);
         let settings = Self {
             provider,
-            base_url: get("base-url")
-                .map(|url| url.trim().to_owned())
-                .unwrap_or_else(|| provider.default_base_url().to_owned()),
+            base_url: get("base-url").map_or_else(
+                || provider.default_base_url().to_owned(),
+                |url| url.trim().to_owned(),
+            ),
             secret_name: get("secret-name").unwrap_or_else(|| "captcha-secret".to_owned()),
             sitekey: get("sitekey").filter(|key| !key.is_empty()),
             expected_hostname: get("expected-hostname").filter(|host| !host.is_empty()),
-            check_action: get("check-action")
-                .map(|value| value.trim() != "false")
-                .unwrap_or(true),
+            check_action: get("check-action").is_none_or(|value| value.trim() != "false"),
             score_thresholds,
             default_score_threshold,
             challenge_thresholds,

@@ -7,39 +7,58 @@ use serde::Deserialize;
 /// The fields of a `siteverify` answer the three providers share (missing ones are `None`).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct SiteverifyAnswer {
+    /// Whether the token was valid.
     pub success: bool,
     #[serde(rename = "error-codes", default)]
+    /// The provider's error codes.
     pub error_codes: Vec<String>,
+    /// When the challenge was solved (RFC 3339).
     pub challenge_ts: Option<String>,
+    /// The site the token was issued for.
     pub hostname: Option<String>,
+    /// The risk score (reCAPTCHA v3, hCaptcha Enterprise).
     pub score: Option<f64>,
+    /// The action the token was issued for.
     pub action: Option<String>,
 }
 
 /// The verdict of a captcha decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// A human.
     Allow,
+    /// Not a human, or a bad token.
     Deny,
+    /// Unsure: ask for a harder challenge.
     Challenge,
 }
 
 /// A finding: stable code and guidance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
+    /// A stable code (one of [`codes`]).
     pub code: &'static str,
+    /// A human-readable explanation.
     pub message: String,
 }
 
 /// Stable finding codes. Never reword or reuse one.
 pub mod codes {
+    /// No token was sent.
     pub const MISSING: &str = "captcha-missing";
+    /// The provider refused the token.
     pub const INVALID: &str = "captcha-invalid";
+    /// The token is too old or was used before.
     pub const EXPIRED_OR_REUSED: &str = "captcha-expired-or-reused";
+    /// The score is under the threshold.
     pub const SCORE_LOW: &str = "captcha-score-low";
+    /// The token was issued for another action.
     pub const ACTION_MISMATCH: &str = "captcha-action-mismatch";
+    /// The token was issued for another site.
     pub const HOSTNAME_MISMATCH: &str = "captcha-hostname-mismatch";
+    /// The secret or the settings are wrong.
     pub const MISCONFIGURED: &str = "captcha-misconfigured";
+    /// The provider could not be asked.
     pub const UNAVAILABLE: &str = "captcha-unavailable";
 }
 
@@ -78,9 +97,13 @@ pub fn finding_for_error_code(code: &str) -> Finding {
 /// A decision plus the attributes worth recording.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Judgement {
+    /// Allow, deny or challenge.
     pub outcome: Outcome,
+    /// Why.
     pub findings: Vec<Finding>,
+    /// The score, when the provider gave one.
     pub score: Option<f64>,
+    /// The hostname, when the provider gave one.
     pub hostname: Option<String>,
 }
 

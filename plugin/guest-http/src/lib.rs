@@ -9,8 +9,11 @@
 /// An absolute `http(s)` URL split the way `wasi:http` wants it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// `https` or `http`.
     pub https: bool,
+    /// Host and port.
     pub authority: String,
+    /// Path and query.
     pub path_with_query: String,
 }
 
@@ -49,8 +52,11 @@ impl Target {
 /// A buffered response.
 #[derive(Debug, Clone)]
 pub struct Response {
+    /// The HTTP status.
     pub status: u16,
+    /// The header fields.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The whole body.
     pub body: Vec<u8>,
 }
 
@@ -59,8 +65,11 @@ pub struct Response {
 pub struct Request<'a> {
     /// `GET`, `POST`...
     pub method: &'a str,
+    /// Where to send it.
     pub target: &'a Target,
+    /// Header fields to send.
     pub headers: &'a [(&'a str, &'a [u8])],
+    /// The body, if any.
     pub body: Option<&'a [u8]>,
     /// Asks the host for a first-byte timeout; the host may only make it shorter.
     pub timeout_ms: Option<u64>,

@@ -22,12 +22,12 @@ pub fn comparison_key(text: &str) -> String {
 /// itself, without trailing digits and symbols (`password123!`), without separators
 /// (`pass word`), and with common leetspeak undone (`p@ssw0rd`). Deduplicated, never empty.
 pub fn variants(key: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(8);
     fn push(out: &mut Vec<String>, candidate: String) {
         if !candidate.is_empty() && !out.contains(&candidate) {
             out.push(candidate);
         }
     }
+    let mut out: Vec<String> = Vec::with_capacity(8);
     let stripped = strip_trailing_digits_and_symbols(key);
     push(&mut out, key.to_owned());
     push(&mut out, stripped.to_owned());

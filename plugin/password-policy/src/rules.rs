@@ -5,7 +5,9 @@ use crate::{blocklist, normalize, patterns, settings::PolicySettings, words::Fol
 /// The verdict of a policy decision (mirrors the WIT `verdict`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
+    /// Acceptable.
     Allow,
+    /// Refused.
     Deny,
 }
 
@@ -21,7 +23,9 @@ pub struct Finding {
 /// The outcome of [`evaluate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Evaluation {
+    /// The verdict.
     pub verdict: Verdict,
+    /// Why, one finding per rule broken.
     pub findings: Vec<Finding>,
     /// Length in Unicode code points after NFKC (0 when the password was too long to normalise).
     pub length: usize,
@@ -32,20 +36,31 @@ pub struct Evaluation {
 /// A password and what is known about its account (mirrors the WIT `password-input`).
 #[derive(Debug, Clone, Copy)]
 pub struct PasswordInput<'a> {
+    /// The password.
     pub password: &'a str,
+    /// Whether the account has a second factor (shorter passwords pass).
     pub has_mfa: bool,
+    /// Words from the account (email, name) the password must not contain.
     pub context_words: &'a [String],
 }
 
 /// Stable finding codes. Clients key on these; never reword or reuse one.
 pub mod codes {
+    /// Shorter than the minimum.
     pub const TOO_SHORT: &str = "too-short";
+    /// Longer than the maximum.
     pub const TOO_LONG: &str = "too-long";
+    /// Holds a control character.
     pub const CONTROL_CHARACTER: &str = "control-character";
+    /// On the common-password list.
     pub const COMMON_PASSWORD: &str = "common-password";
+    /// Holds a word of the account's own.
     pub const CONTEXT_WORD: &str = "context-word";
+    /// Holds a blocked word.
     pub const BLOCKED_WORD: &str = "blocked-word";
+    /// Mostly one character repeated.
     pub const REPETITIVE: &str = "repetitive";
+    /// A keyboard or alphabet run.
     pub const SEQUENTIAL: &str = "sequential";
 }
 
@@ -199,7 +214,7 @@ mod tests {
     use super::*;
 
     fn codes_for(password: &str, context: &[&str]) -> Vec<&'static str> {
-        let context: Vec<String> = context.iter().map(|w| w.to_string()).collect();
+        let context: Vec<String> = context.iter().map(ToString::to_string).collect();
         let input = PasswordInput {
             password,
             has_mfa: false,

@@ -85,7 +85,7 @@ mod tests {
     use super::*;
 
     fn context(words: &[&str]) -> FoldedWords {
-        let words: Vec<String> = words.iter().map(|word| word.to_string()).collect();
+        let words: Vec<String> = words.iter().map(ToString::to_string).collect();
         FoldedWords::context(&words, Some("Acme ID"))
     }
 

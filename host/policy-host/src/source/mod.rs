@@ -122,7 +122,10 @@ pub enum Origin {
     /// Pulled from the registry just now.
     Registry,
     /// Taken from the pull cache; `note` says why (e.g. the registry was down).
-    Cache { note: String },
+    Cache {
+        /// Why the cache was used.
+        note: String,
+    },
 }
 
 /// A candidate ready for compilation: its bytes passed every check of its source.
@@ -137,6 +140,10 @@ pub struct Candidate {
 }
 
 /// Why a candidate could not be fetched, or was refused before compilation.
+#[allow(
+    missing_docs,
+    reason = "each variant's fields are named in its #[error] message"
+)]
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// The reference cannot be parsed.
@@ -338,35 +345,34 @@ impl Distribution {
     ) -> Result<Candidate, SourceError> {
         let configured = reference.to_string();
         // The digest to load: pinned, or what the tag resolves to (now, or last time).
-        let (digest, mut note) = match &reference.digest {
-            Some(digest) => (digest.clone(), None),
-            None => {
-                let cached = self.cache.tag(&configured);
-                match (pull_policy, cached) {
-                    (PullPolicy::IfNotPresent, Some(digest)) => (digest, None),
-                    (_, cached) => match self.registry.resolve(reference).await {
-                        Ok(digest) => {
-                            if let Err(error) = self.cache.put_tag(&configured, &digest) {
-                                tracing::warn!(%error, reference = %configured, "cannot record a resolved tag in the pull cache");
-                            }
-                            (digest, None)
+        let (digest, mut note) = if let Some(digest) = &reference.digest {
+            (digest.clone(), None)
+        } else {
+            let cached = self.cache.tag(&configured);
+            match (pull_policy, cached) {
+                (PullPolicy::IfNotPresent, Some(digest)) => (digest, None),
+                (_, cached) => match self.registry.resolve(reference).await {
+                    Ok(digest) => {
+                        if let Err(error) = self.cache.put_tag(&configured, &digest) {
+                            tracing::warn!(%error, reference = %configured, "cannot record a resolved tag in the pull cache");
                         }
-                        Err(error) => match cached {
-                            Some(digest) => (
-                                digest,
-                                Some(format!(
-                                    "the registry failed ({error}); using the digest the tag last resolved to"
-                                )),
-                            ),
-                            None => {
-                                return Err(SourceError::Pull {
-                                    reference: configured,
-                                    error,
-                                });
-                            }
-                        },
+                        (digest, None)
+                    }
+                    Err(error) => match cached {
+                        Some(digest) => (
+                            digest,
+                            Some(format!(
+                                "the registry failed ({error}); using the digest the tag last resolved to"
+                            )),
+                        ),
+                        None => {
+                            return Err(SourceError::Pull {
+                                reference: configured,
+                                error,
+                            });
+                        }
                     },
-                }
+                },
             }
         };
         let pinned = reference.at_digest(&digest);
@@ -409,9 +415,7 @@ impl Distribution {
                 signatures,
             )
         };
-        let verified_by = if !require_signature {
-            Vec::new()
-        } else {
+        let verified_by = if require_signature {
             match (verify(&component.signatures), &origin) {
                 (Ok(verified_by), _) => verified_by,
                 // The bytes of a digest never change, its signatures may: before refusing a
@@ -435,6 +439,8 @@ impl Distribution {
                 }
                 (Err(error), _) => return Err(error.into()),
             }
+        } else {
+            Vec::new()
         };
         Ok(Candidate {
             bytes: component.bytes,

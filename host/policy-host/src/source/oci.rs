@@ -46,6 +46,10 @@ pub struct OciReference {
 }
 
 /// Why an `oci://` reference is not usable.
+#[allow(
+    missing_docs,
+    reason = "each variant's fields are named in its #[error] message"
+)]
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum ReferenceError {
     /// Not of the form `oci://registry/repository@sha256:<hex>` (or `:tag`).
@@ -165,6 +169,10 @@ pub fn signature_tag(digest: &str) -> String {
 }
 
 /// Why talking to a registry failed.
+#[allow(
+    missing_docs,
+    reason = "each variant's fields are named in its #[error] message"
+)]
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
     /// The registry could not be reached, or answered with an error.
@@ -272,7 +280,7 @@ impl fmt::Debug for RegistryClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RegistryClient")
             .field("logins", &self.logins)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

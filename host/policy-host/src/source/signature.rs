@@ -32,6 +32,10 @@ pub struct TrustConfig {
 }
 
 /// A trust configuration that cannot be used.
+#[allow(
+    missing_docs,
+    reason = "each variant's fields are named in its #[error] message"
+)]
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum TrustConfigError {
     /// A key's text is not a minisign public key.
@@ -49,6 +53,10 @@ pub enum TrustConfigError {
 
 /// Why a candidate's signatures were refused. Every variant names what was checked and the
 /// trusted keys that did and did not verify it.
+#[allow(
+    missing_docs,
+    reason = "each variant's fields are named in its #[error] message"
+)]
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum SignatureError {
     /// No signature at all was found for the candidate.
@@ -230,22 +238,19 @@ impl TrustPolicy {
                 report.malformed += 1;
                 continue;
             };
-            match self.keys.iter().position(|key| key.key_id == key_id) {
-                Some(index) => {
-                    signed_by[index] = true;
-                    if self.keys[index]
-                        .key
-                        .verify(bytes, &signature, false)
-                        .is_ok()
-                    {
-                        verified[index] = true;
-                    }
+            if let Some(index) = self.keys.iter().position(|key| key.key_id == key_id) {
+                signed_by[index] = true;
+                if self.keys[index]
+                    .key
+                    .verify(bytes, &signature, false)
+                    .is_ok()
+                {
+                    verified[index] = true;
                 }
-                None => {
-                    let hex = format!("{:016X}", u64::from_le_bytes(key_id));
-                    if !report.untrusted.contains(&hex) {
-                        report.untrusted.push(hex);
-                    }
+            } else {
+                let hex = format!("{:016X}", u64::from_le_bytes(key_id));
+                if !report.untrusted.contains(&hex) {
+                    report.untrusted.push(hex);
                 }
             }
         }
@@ -315,6 +320,10 @@ pub struct SigningKey {
 }
 
 /// Why signing, or handling a key file, failed.
+#[allow(
+    missing_docs,
+    reason = "each variant's fields are named in its #[error] message"
+)]
 #[derive(Debug, thiserror::Error)]
 pub enum SigningError {
     /// The minisign library refused (a bad key file, an encrypted key...).
@@ -353,7 +362,7 @@ impl SigningKey {
     pub fn secret_key_text(&self) -> Result<String, SigningError> {
         self.secret
             .to_box(None)
-            .map(|boxed| boxed.into_string())
+            .map(minisign::SecretKeyBox::into_string)
             .map_err(|error| SigningError::Minisign {
                 what: "writing the secret key".to_owned(),
                 message: error.to_string(),
@@ -374,7 +383,7 @@ impl SigningKey {
             Some(trusted_comment),
             None,
         )
-        .map(|signature| signature.into_string())
+        .map(minisign::SignatureBox::into_string)
         .map_err(|error| SigningError::Minisign {
             what: "signing".to_owned(),
             message: error.to_string(),

@@ -14,8 +14,8 @@
 //! (`secret_rotations_total{secret}`). A key file that does not parse (half written) is not
 //! used: the last key that parsed stays in force until a good one arrives.
 
+use egress::{config::SecretSource, secrets::SecretStore};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use policy_host::egress::{config::SecretSource, secrets::SecretStore};
 use serde::{Deserialize, Serialize};
 use std::{
     collections::BTreeMap,

@@ -20,10 +20,11 @@ use self::{
     token::TokenSource,
 };
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, StatusCode, header};
-use policy_host::egress::{
-    EgressError, EgressGateway, PluginEgress, cache::BufferedResponse, config::DestinationConfig,
+use egress::{
+    Caller, CallerPolicy, EgressError, EgressGateway, cache::BufferedResponse,
+    config::DestinationConfig,
 };
+use http::{HeaderValue, Method, Request, StatusCode, header};
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -108,7 +109,7 @@ impl InternalClient {
 
     /// The circuit-breaker settings of internal destinations (`[outbound] defaults.breaker`),
     /// for sinks that do not call through the gateway (NATS).
-    pub fn breaker_config(&self) -> policy_host::egress::config::BreakerConfig {
+    pub fn breaker_config(&self) -> egress::config::BreakerConfig {
         self.gateway.defaults().breaker.clone()
     }
 
@@ -142,8 +143,8 @@ impl InternalClient {
                 name: call.service.to_owned(),
                 message: "no answer within the call's timeout".to_owned(),
             })??;
-        let egress = PluginEgress::new(
-            &format!("service:{}", call.service),
+        let egress = CallerPolicy::new(
+            Caller::service(call.service),
             &[DestinationConfig {
                 url: format!("{}/", resolved.base_url),
                 // Internal services live on private networks by definition.
@@ -155,8 +156,8 @@ impl InternalClient {
             }],
             self.gateway.defaults(),
         )
-        .map_err(|message| {
-            OutboundError::Misconfigured(format!("service `{}`: {message}", call.service))
+        .map_err(|error| {
+            OutboundError::Misconfigured(format!("service `{}`: {error}", call.service))
         })?;
         let url = format!("{}{}", resolved.base_url, call.path);
         // The call's trace: the one it brings (an event's), the request's being served, or a
@@ -166,7 +167,7 @@ impl InternalClient {
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case("traceparent"))
             .map(|(_, value)| value.clone())
-            .or_else(policy_host::egress::trace::current)
+            .or_else(egress::trace::current)
             .unwrap_or_else(|| crate::trace_context::TraceContext::root().traceparent());
         let mut refreshed = false;
         loop {

@@ -12,12 +12,12 @@ use super::{
 };
 use base64::Engine as _;
 use bytes::Bytes;
-use http::{Method, Request, header};
-use policy_host::egress::{
-    EgressGateway, PluginEgress,
+use egress::{
+    Caller, CallerPolicy, EgressGateway,
     config::{CallPolicy, DestinationConfig, SecretSource},
     secrets::SecretStore,
 };
+use http::{Method, Request, header};
 use serde::Deserialize;
 use std::{
     collections::BTreeMap,
@@ -107,7 +107,7 @@ pub struct TokenSource {
     /// The latest access tokens, for [`TokenSource::sensitive_values`].
     recent: Mutex<VecDeque<Arc<str>>>,
     gateway: Arc<EgressGateway>,
-    egress: PluginEgress,
+    egress: CallerPolicy,
     current: tokio::sync::Mutex<Option<AccessToken>>,
     fetches: AtomicU64,
 }
@@ -145,8 +145,8 @@ impl TokenSource {
                 ));
             }
         };
-        let egress = PluginEgress::new(
-            "service-auth",
+        let egress = CallerPolicy::new(
+            Caller::service("service-auth"),
             &[DestinationConfig {
                 url: config.token_url.clone(),
                 allow_private: config.allow_private,

@@ -1,7 +1,7 @@
 //! CloudEvents 1.0: the one place that turns a stored outbox event into what the sinks emit.
 //!
 //! The outbox stores the event as the request wrote it (`{ id, type, version, occurredAt,
-//! data, traceparent? }`, built by the one event constructor in `api.rs`); every sink renders it
+//! data, traceparent? }`, built by the one event constructor in `domain/events.rs`); every sink renders it
 //! here at delivery time, so rows written before an upgrade are emitted in the same format.
 //!
 //! - **Structured mode** (file, NATS, HTTP by default): one JSON object with the context

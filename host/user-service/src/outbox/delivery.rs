@@ -22,7 +22,7 @@ use crate::{
     },
     store::{DeliveryFailure, DeliveryOutcome, DueEvent, OutboxEvent, now_micros},
 };
-use policy_host::egress::retry::full_jitter_delay;
+use egress::retry::full_jitter_delay;
 use std::{
     sync::{
         Arc,

@@ -45,7 +45,7 @@ use tokio::{
 };
 
 /// How often delivered events past their retention are deleted.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+const PRUNE_EVERY: Duration = Duration::from_hours(1);
 /// Added to every lease: time to record an outcome after its delivery ended.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
@@ -96,7 +96,7 @@ impl EventsConfig {
             .sum();
         let sinks = self.sinks.len().max(1) as u64;
         let attempt = self.delivery_timeout_ms.saturating_mul(sinks);
-        let rounds = (self.batch_size.max(1) as u64).div_ceil(self.parallelism.max(1) as u64);
+        let rounds = u64::from(self.batch_size.max(1)).div_ceil(self.parallelism.max(1) as u64);
         let lease = attempt.saturating_mul(rounds + 1) + LEASE_MARGIN.as_millis() as u64;
         Duration::from_millis(
             delays

@@ -24,7 +24,7 @@ use super::{cloudevents, sinks::DeliveryError};
 use crate::store::OutboxEvent;
 use async_nats::jetstream::{self, context::GetStreamErrorKind, stream};
 use bytes::Bytes;
-use policy_host::egress::{breaker::CircuitBreaker, config::BreakerConfig};
+use egress::{breaker::CircuitBreaker, config::BreakerConfig};
 use serde::Deserialize;
 use std::time::Duration;
 

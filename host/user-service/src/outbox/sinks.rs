@@ -12,8 +12,8 @@ use crate::{
     store::OutboxEvent,
 };
 use bytes::Bytes;
+use egress::EgressError;
 use http::Method;
-use policy_host::egress::EgressError;
 use serde::Deserialize;
 use serde_json::json;
 use std::{io::Write, path::PathBuf, sync::Arc, time::Duration};
@@ -47,7 +47,9 @@ pub enum SinkConfig {
     /// One structured CloudEvent per line appended to `path`, synced to disk before it counts.
     File {
         #[serde(default)]
+        /// A name for logs and metrics.
         name: Option<String>,
+        /// The file appended to.
         path: PathBuf,
     },
     /// The direct notification call, for Notification Services that take them:
@@ -56,10 +58,13 @@ pub enum SinkConfig {
     /// as delivered.
     NotificationEmail {
         #[serde(default)]
+        /// A name for logs and metrics.
         name: Option<String>,
         #[serde(default = "default_notification_service")]
+        /// The discovered service to call.
         service: String,
         #[serde(default = "default_email_path")]
+        /// The path on it.
         path: String,
     },
 }

@@ -28,10 +28,13 @@ pub struct SecurityPolicies {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     #[serde(default)]
+    /// Password minimums.
     pub password: PasswordMinimums,
     #[serde(default)]
+    /// The breach check.
     pub breach: BreachPolicy,
     #[serde(default)]
+    /// The CAPTCHA.
     pub captcha: CaptchaPolicy,
     /// Per tenant; `"*"` applies to tenants not listed.
     #[serde(default)]
@@ -43,10 +46,13 @@ pub struct SecurityPolicies {
 #[serde(rename_all = "camelCase")]
 pub struct PasswordMinimums {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Shortest password allowed.
     pub min_length: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Longest password allowed.
     pub max_length: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Words no password may contain.
     pub blocked_words: Option<Vec<String>>,
 }
 
@@ -56,6 +62,7 @@ pub struct PasswordMinimums {
 #[serde(rename_all = "camelCase")]
 pub struct BreachPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Breaches tolerated before a password counts as breached.
     pub max_breaches: Option<u64>,
 }
 
@@ -64,6 +71,7 @@ pub struct BreachPolicy {
 #[serde(rename_all = "camelCase")]
 pub struct CaptchaPolicy {
     #[serde(default)]
+    /// Score thresholds by action.
     pub score_thresholds: BTreeMap<String, f64>,
 }
 
@@ -239,7 +247,7 @@ mod tests {
             br#"{"password":{"minLength":80,"maxLength":64}}"#,
             br#"{"captcha":{"scoreThresholds":{"login":1.5}}}"#,
             br#"{"tenants":{"acme":{"allowedEmailDomains":["@acme.com"]}}}"#,
-            br#"[]"#,
+            br"[]",
             br#"{"captcha":{"scoreThresholds":{"signup":0.5}}}"#,
         ] {
             assert!(

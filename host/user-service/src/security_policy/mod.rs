@@ -76,21 +76,28 @@ pub enum PolicySource {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyStatus {
+    /// Where the policies in force came from.
     pub source: PolicySource,
+    /// Their version, when the service sent one.
     pub version: Option<String>,
     /// Unix seconds of the last successful fetch of the document in force.
     pub fetched_at: Option<u64>,
     /// The last refresh error, until a refresh succeeds.
     pub last_error: Option<String>,
+    /// Refreshes that failed since the last success.
     pub refresh_failures: u64,
+    /// The policies in force.
     pub policies: Option<SecurityPolicies>,
 }
 
 /// The plugin slots a policy document configures.
 #[derive(Debug, Clone)]
 pub struct PolicySlots {
+    /// The password-policy slot.
     pub password_policy: String,
+    /// The breach-check slot.
     pub breach_check: String,
+    /// The CAPTCHA slot.
     pub captcha: String,
 }
 
@@ -141,7 +148,7 @@ impl SecurityPolicyService {
         .unwrap_or_else(|_| Err("no answer within start-timeout-ms".to_owned()));
         match first {
             Ok(policies) => {
-                service.accept(policies, PolicySource::ConfigurationService, now_secs())
+                service.accept(policies, PolicySource::ConfigurationService, now_secs());
             }
             Err(error) => {
                 service.record_failure(&error);
@@ -151,7 +158,7 @@ impl SecurityPolicyService {
                         service.accept(policies, PolicySource::LastKnownGood, fetched_at);
                     }
                     None => {
-                        tracing::warn!(%error, "Configuration Service unavailable at start and no last known good copy; using the file configuration")
+                        tracing::warn!(%error, "Configuration Service unavailable at start and no last known good copy; using the file configuration");
                     }
                 }
             }
@@ -352,5 +359,5 @@ fn now_secs() -> u64 {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

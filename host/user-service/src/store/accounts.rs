@@ -30,6 +30,7 @@ pub(super) const EMAIL_VERIFIED_COLUMN: &str =
 pub struct NewVerification {
     /// SHA-256 (hex) of the token.
     pub token_hash: String,
+    /// The account it verifies.
     pub user_id: String,
     /// The canonical address to verify.
     pub email: String,
@@ -42,14 +43,18 @@ pub struct NewVerification {
 /// A valid, unused verification found by its token.
 #[derive(Debug, Clone)]
 pub struct PendingVerification {
+    /// The account.
     pub user_id: String,
+    /// The canonical address now verified.
     pub email: String,
+    /// The address as the user typed it.
     pub email_display: String,
 }
 
 /// How completing a verification ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VerifyOutcome {
+    /// The address is now verified.
     Verified,
     /// Unknown, expired or already used (by a concurrent request, say).
     InvalidToken,

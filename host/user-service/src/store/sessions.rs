@@ -23,7 +23,9 @@ pub(super) const SCHEMA: &[&str] = &[
 pub struct StoredSession {
     /// Random, public: names the session in lists, never authenticates.
     pub id: String,
+    /// Its user.
     pub user_id: String,
+    /// When it started (Unix seconds).
     pub created_at: i64,
     /// The absolute end: no use extends it.
     pub expires_at: i64,

@@ -1,0 +1,98 @@
+//! The gateway's metrics and log lines, kept out of the layers' logic. Names are stable:
+//! `egress_requests_total`, `egress_denied_total{reason}`, `egress_cache_hits_total`,
+//! `egress_latency_seconds`, `egress_breaker_state`, `egress_breaker_rejections_total`,
+//! `egress_retries_total`, `egress_failures_total{kind}`; each labelled with the caller
+//! (`plugin="<slot>"` or `service="<name>"`, see [`Caller::label`]) and, past the allowlist,
+//! `destination="scheme://host:port"`.
+
+use crate::{Caller, breaker::BreakerState, log_throttle};
+
+/// Logs a warning with the caller's name in its own field (`plugin = ...` or
+/// `service = ...`), followed by the given fields and message.
+macro_rules! warn_for {
+    ($caller:expr, $($rest:tt)+) => {
+        match $caller {
+            $crate::Caller::Plugin(name) => tracing::warn!(plugin = &**name, $($rest)+),
+            $crate::Caller::Service(name) => tracing::warn!(service = &**name, $($rest)+),
+        }
+    };
+}
+pub(crate) use warn_for;
+
+/// The labels of a caller's destination.
+pub(crate) fn labels(caller: &Caller, origin: &str) -> [(&'static str, String); 2] {
+    [
+        (caller.label(), caller.name().to_owned()),
+        ("destination", origin.to_owned()),
+    ]
+}
+
+/// A request the gateway refused itself; `reason` is `non-canonical`, `allowlist` or `secret`.
+pub(crate) fn denied(caller: &Caller, reason: &'static str) {
+    metrics::counter!(
+        "egress_denied_total",
+        caller.label() => caller.name().to_owned(),
+        "reason" => reason
+    )
+    .increment(1);
+}
+
+/// A request admitted by the allowlist.
+pub(crate) fn admitted(labels: &[(&'static str, String); 2]) {
+    metrics::counter!("egress_requests_total", labels).increment(1);
+}
+
+/// A response served from the cache.
+pub(crate) fn cache_hit(labels: &[(&'static str, String); 2]) {
+    metrics::counter!("egress_cache_hits_total", labels).increment(1);
+}
+
+/// How long a request took, and the state its destination's breaker is left in.
+pub(crate) fn finished(labels: &[(&'static str, String); 2], seconds: f64, state: BreakerState) {
+    metrics::histogram!("egress_latency_seconds", labels).record(seconds);
+    metrics::gauge!("egress_breaker_state", labels).set(match state {
+        BreakerState::Closed => 0.0,
+        BreakerState::Open => 1.0,
+        BreakerState::HalfOpen => 2.0,
+    });
+}
+
+/// A call the open breaker refused.
+pub(crate) fn breaker_rejected(caller: &Caller, origin: &str) {
+    metrics::counter!("egress_breaker_rejections_total", &labels(caller, origin)).increment(1);
+}
+
+/// A retry about to be made.
+pub(crate) fn retried(caller: &Caller, origin: &str) {
+    metrics::counter!("egress_retries_total", &labels(caller, origin)).increment(1);
+}
+
+/// An upstream failure: counted always, logged the first time and then once per interval
+/// with a count.
+pub(crate) fn failed(
+    caller: &Caller,
+    origin: &str,
+    kind: &'static str,
+    error: &dyn std::fmt::Display,
+) {
+    let [caller_label, destination] = labels(caller, origin);
+    metrics::counter!(
+        "egress_failures_total",
+        &[caller_label, destination, ("kind", kind.to_owned())]
+    )
+    .increment(1);
+    log_throttle::warn_throttled(
+        &format!("{} {origin} {kind}", caller.name()),
+        |suppressed| {
+            warn_for!(
+                caller,
+                destination = %origin,
+                kind,
+                %error,
+                suppressed,
+                "egress attempt failed ({suppressed} more like it in the last {:?} not logged)",
+                log_throttle::INTERVAL
+            );
+        },
+    );
+}
