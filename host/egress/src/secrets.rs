@@ -66,7 +66,8 @@ impl std::fmt::Debug for SecretStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecretStore")
             .field("names", &self.sources.keys().collect::<Vec<_>>())
-            .finish()
+            // The values stay out of every Debug output.
+            .finish_non_exhaustive()
     }
 }
 
@@ -75,18 +76,29 @@ impl std::fmt::Debug for SecretStore {
 pub enum SecretError {
     /// The environment variable the secret comes from is not set.
     #[error("secret `{name}`: environment variable {variable} is not set")]
-    EnvUnset { name: String, variable: String },
+    EnvUnset {
+        /// The secret's configured name.
+        name: String,
+        /// The variable it is read from.
+        variable: String,
+    },
     /// The file the secret comes from cannot be read.
     #[error("secret `{name}`: cannot read {}: {source}", path.display())]
     Unreadable {
+        /// The secret's configured name.
         name: String,
+        /// The file it is read from.
         path: PathBuf,
+        /// Why reading failed.
         #[source]
         source: std::io::Error,
     },
     /// The source holds an empty value.
     #[error("secret `{name}` is empty")]
-    Empty { name: String },
+    Empty {
+        /// The secret's configured name.
+        name: String,
+    },
 }
 
 /// Why a placeholder could not be substituted: the request is refused.
@@ -100,10 +112,16 @@ pub enum SubstitutionError {
     NotUtf8,
     /// The secret exists perhaps, but not for this destination.
     #[error("secret `{name}` is not bound to this destination")]
-    NotBound { name: String },
+    NotBound {
+        /// The name in the placeholder.
+        name: String,
+    },
     /// No secret of that name is configured.
     #[error("secret `{name}` is not configured")]
-    NotConfigured { name: String },
+    NotConfigured {
+        /// The name in the placeholder.
+        name: String,
+    },
 }
 
 /// Reads one secret's value; an error names the secret (never its value).
