@@ -69,8 +69,11 @@ pub enum Reply {
     /// Wait until the test adds a permit to `release` (or `at_most` passed), then do the
     /// inner reply: a barrier the test opens once it has seen what it waits for.
     Hold {
+        /// Opened by the test: one permit lets one held reply go.
         release: Arc<tokio::sync::Semaphore>,
+        /// The longest the reply is held if the test never opens it.
         at_most: Duration,
+        /// The reply given once released.
         then: Box<Reply>,
     },
     /// Announce `declared` bytes, send `sent` of them, then reset the connection.

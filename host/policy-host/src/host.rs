@@ -167,28 +167,28 @@ impl PolicyHost {
         plugin: &LoadedPlugin,
         outcome: BreachOutcome,
     ) -> BreachRecord {
-        match breach_check::decide(&outcome) {
-            Some(decision) => BreachRecord {
+        if let Some(decision) = breach_check::decide(&outcome) {
+            BreachRecord {
                 record: DecisionRecord {
                     decision,
                     plugin: Some(plugin.identity.clone()),
                     fail_policy_applied: None,
                 },
                 outcome,
-            },
-            None => {
-                let reason = match &outcome {
-                    BreachOutcome::Unknown { reason } => reason.clone(),
-                    _ => String::new(),
-                };
-                let error = PluginError::Upstream {
-                    name: name.to_owned(),
-                    reason,
-                };
-                let mut record = self.fail(name, PluginKind::BreachCheck, error);
-                record.plugin = Some(plugin.identity.clone());
-                BreachRecord { outcome, record }
             }
+        } else {
+            let reason = if let BreachOutcome::Unknown { reason } = &outcome {
+                reason.clone()
+            } else {
+                String::new()
+            };
+            let error = PluginError::Upstream {
+                name: name.to_owned(),
+                reason,
+            };
+            let mut record = self.fail(name, PluginKind::BreachCheck, error);
+            record.plugin = Some(plugin.identity.clone());
+            BreachRecord { outcome, record }
         }
     }
 

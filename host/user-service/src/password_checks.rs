@@ -52,7 +52,7 @@ impl PasswordChecks {
             .host
             .catalog()
             .slot(slot)
-            .and_then(|slot| slot.current())
+            .and_then(policy_host::catalog::Slot::current)
         else {
             // Nothing serving: the host's answer (the fail policy) is the answer either way.
             return self.host.evaluate_password(slot, input).await;
@@ -61,7 +61,7 @@ impl PasswordChecks {
             .host
             .catalog()
             .slot(slot)
-            .map(|slot| slot.effective_settings())
+            .map(policy_host::catalog::Slot::effective_settings)
             .unwrap_or_default();
         let (policy, _) = password_policy::settings::PolicySettings::from_lookup(|name| {
             settings.get(name).cloned()
@@ -112,7 +112,7 @@ impl PasswordChecks {
             .host
             .catalog()
             .slot(slot)
-            .and_then(|slot| slot.current());
+            .and_then(policy_host::catalog::Slot::current);
         let Some((plugin, egress)) = serving.and_then(|plugin| {
             let egress = plugin.egress()?.clone();
             Some((plugin, egress))
@@ -123,7 +123,7 @@ impl PasswordChecks {
             .host
             .catalog()
             .slot(slot)
-            .map(|slot| slot.effective_settings())
+            .map(policy_host::catalog::Slot::effective_settings)
             .unwrap_or_default();
         let (config, _) =
             breach_check::settings::BreachSettings::from_lookup(|name| settings.get(name).cloned());
@@ -144,7 +144,7 @@ impl PasswordChecks {
     /// `GET <base-url>/range/<prefix>` through the gateway, as the plugin sends it.
     async fn fetch_range(
         &self,
-        egress: &policy_host::egress::PluginEgress,
+        egress: &policy_host::egress::CallerPolicy,
         config: &breach_check::settings::BreachSettings,
         prefix: &str,
     ) -> Result<(u16, bytes::Bytes), String> {

@@ -653,6 +653,6 @@ async fn the_password_policy_and_the_breach_check_of_one_request_run_concurrentl
 fn policy_decisions(host: &policy_host::PolicyHost) -> u64 {
     host.catalog()
         .slot("password-policy")
-        .and_then(|slot| slot.current())
+        .and_then(policy_host::catalog::Slot::current)
         .map_or(0, |plugin| plugin.decisions_served())
 }

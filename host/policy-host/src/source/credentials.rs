@@ -54,7 +54,7 @@ impl fmt::Debug for RegistryLogins {
                     .chain(self.from_secrets.keys())
                     .collect::<Vec<_>>(),
             )
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
