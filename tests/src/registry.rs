@@ -7,7 +7,7 @@
 //! Also: signing keys for tests and a helper that pushes a component with its signatures.
 
 use policy_host::source::{
-    oci::{OciReference, RegistryClient},
+    oci::{OciReference, RegistryClient, RegistryCredentials},
     signature::SigningKey,
 };
 use std::{
@@ -21,6 +21,8 @@ pub struct TestRegistry {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    /// With `auth: htpasswd`: the one user and its password in force.
+    login: Option<(String, String)>,
 }
 
 impl Drop for TestRegistry {
@@ -46,6 +48,17 @@ fn binary() -> anyhow::Result<PathBuf> {
 impl TestRegistry {
     /// Starts a registry on a free 127.0.0.1 port and waits until `/v2/` answers.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(None).await
+    }
+
+    /// Starts a registry that accepts only `user` with `password` (Distribution's
+    /// `auth: htpasswd`, bcrypt; it runs on plain HTTP, which Distribution allows and our
+    /// client speaks to registries listed as insecure).
+    pub async fn start_with_login(user: &str, password: &str) -> anyhow::Result<Self> {
+        Self::start_with(Some((user.to_owned(), password.to_owned()))).await
+    }
+
+    async fn start_with(login: Option<(String, String)>) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("harness-registry-")
             .tempdir()?;
@@ -56,14 +69,25 @@ impl TestRegistry {
             "version: 0.1\n\
              log:\n  level: error\n  accesslog:\n    disabled: true\n\
              storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n\
-             http:\n  addr: 127.0.0.1:{port}\n  secret: harness-{port}\n",
+             http:\n  addr: 127.0.0.1:{port}\n  secret: harness-{port}\n{auth}",
             root = dir.path().join("storage").display(),
+            auth = match &login {
+                Some(_) => format!(
+                    "auth:\n  htpasswd:\n    realm: harness\n    path: {}\n",
+                    dir.path().join("htpasswd").display()
+                ),
+                None => String::new(),
+            },
         );
         std::fs::write(dir.path().join("config.yml"), config)?;
+        if let Some((user, password)) = &login {
+            write_htpasswd(&dir.path().join("htpasswd"), user, password)?;
+        }
         let mut registry = Self {
             dir,
             port,
             child: None,
+            login,
         };
         registry.resume().await?;
         Ok(registry)
@@ -105,7 +129,11 @@ impl TestRegistry {
         let client = reqwest::Client::new();
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(20) {
-            if let Ok(response) = client.get(&url).send().await
+            let mut request = client.get(&url);
+            if let Some((user, password)) = &self.login {
+                request = request.basic_auth(user, Some(password));
+            }
+            if let Ok(response) = request.send().await
                 && response.status().is_success()
             {
                 return Ok(());
@@ -123,9 +151,35 @@ impl TestRegistry {
         anyhow::bail!("docker-registry did not answer on {url} within 20 s")
     }
 
-    /// A client for this registry (plain HTTP, no credentials).
+    /// Changes the password the registry accepts: rewrites its htpasswd file and restarts it
+    /// on the same port and storage (Distribution 2.8 reads the file once, at start).
+    pub async fn rotate_password(&mut self, password: &str) -> anyhow::Result<()> {
+        let (user, _) = self
+            .login
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("this registry was started without a login"))?;
+        write_htpasswd(&self.dir.path().join("htpasswd"), &user, password)?;
+        self.login = Some((user, password.to_owned()));
+        self.stop();
+        self.resume().await
+    }
+
+    /// A client for this registry (plain HTTP; with the login in force, if it has one).
     pub fn client(&self) -> RegistryClient {
-        RegistryClient::new(&[self.address()], Default::default())
+        let credentials = self
+            .login
+            .iter()
+            .map(|(username, password)| {
+                (
+                    self.address(),
+                    RegistryCredentials {
+                        username: username.clone(),
+                        password: password.clone(),
+                    },
+                )
+            })
+            .collect();
+        RegistryClient::new(&[self.address()], credentials)
     }
 
     /// Pushes `component` to `<path>:<tag>` and, when any, `signatures` as its signature
@@ -147,6 +201,14 @@ impl TestRegistry {
         }
         Ok(reference.at_digest(&digest).to_string())
     }
+}
+
+/// Writes an htpasswd file with one bcrypt entry (the only hash Distribution accepts). Cost 4,
+/// bcrypt's minimum: the tests check who may pull, not the hash's strength.
+fn write_htpasswd(path: &std::path::Path, user: &str, password: &str) -> anyhow::Result<()> {
+    let hash = bcrypt::hash(password, 4)?;
+    std::fs::write(path, format!("{user}:{hash}\n"))?;
+    Ok(())
 }
 
 /// A fresh signing key.

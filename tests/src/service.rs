@@ -91,11 +91,34 @@ impl TestService {
         turnstile_url: Option<&str>,
         tweak: impl FnOnce(&mut ServiceConfig),
     ) -> anyhow::Result<Self> {
+        Self::start_in_mode(hibp_url, turnstile_url, tweak, false).await
+    }
+
+    /// Like [`TestService::start`], but the password checks run the plugins' rules compiled
+    /// natively (`PasswordChecks::native`): the baseline of the service benchmark.
+    pub async fn start_with_native_checks(
+        hibp_url: &str,
+        turnstile_url: Option<&str>,
+        tweak: impl FnOnce(&mut ServiceConfig),
+    ) -> anyhow::Result<Self> {
+        Self::start_in_mode(hibp_url, turnstile_url, tweak, true).await
+    }
+
+    async fn start_in_mode(
+        hibp_url: &str,
+        turnstile_url: Option<&str>,
+        tweak: impl FnOnce(&mut ServiceConfig),
+        native: bool,
+    ) -> anyhow::Result<Self> {
         let data = tempfile::tempdir()?;
         let plugins = PluginDir::new()?;
         let mut config = Self::config(data.path(), plugins.path(), hibp_url, turnstile_url);
         tweak(&mut config);
-        let state = user_service::start(config).await?;
+        let mut state = user_service::start(config).await?;
+        if native {
+            state.checks =
+                user_service::password_checks::PasswordChecks::native(state.host.clone());
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -66,6 +66,16 @@ pub enum Reply {
     },
     /// Wait, then do the inner reply.
     After(Duration, Box<Reply>),
+    /// Wait until the test adds a permit to `release` (or `at_most` passed), then do the
+    /// inner reply: a barrier the test opens once it has seen what it waits for.
+    Hold {
+        /// Opened by the test: one permit lets one held reply go.
+        release: Arc<tokio::sync::Semaphore>,
+        /// The longest the reply is held if the test never opens it.
+        at_most: Duration,
+        /// The reply given once released.
+        then: Box<Reply>,
+    },
     /// Announce `declared` bytes, send `sent` of them, then reset the connection.
     ResetMidBody {
         /// The content length announced.
@@ -205,10 +215,25 @@ async fn serve(
         };
         recorded.lock().unwrap().push(request.clone());
         let mut reply = handler(&request);
-        while let Reply::After(delay, inner) = reply {
-            tokio::time::sleep(delay).await;
-            reply = *inner;
-        }
+        let reply = loop {
+            reply = match reply {
+                Reply::After(delay, inner) => {
+                    tokio::time::sleep(delay).await;
+                    *inner
+                }
+                Reply::Hold {
+                    release,
+                    at_most,
+                    then,
+                } => {
+                    if let Ok(Ok(permit)) = tokio::time::timeout(at_most, release.acquire()).await {
+                        permit.forget();
+                    }
+                    *then
+                }
+                other => break other,
+            };
+        };
         match reply {
             Reply::Respond {
                 status,
@@ -241,7 +266,7 @@ async fn serve(
                 let _ = stream.set_linger(Some(Duration::ZERO));
                 return Ok(());
             }
-            Reply::After(..) => unreachable!("unwrapped above"),
+            Reply::After(..) | Reply::Hold { .. } => unreachable!("unwrapped above"),
         }
     }
 }

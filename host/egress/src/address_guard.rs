@@ -55,12 +55,20 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
 pub enum AddressError {
     /// The name did not resolve (NXDOMAIN, no answer, resolver failure): the upstream's side.
     #[error("cannot resolve {host}: {reason}")]
-    Unresolvable { host: String, reason: String },
+    Unresolvable {
+        /// The name that was looked up.
+        host: String,
+        /// The resolver's error, or "no address" for an empty answer.
+        reason: String,
+    },
     /// It resolved only to addresses this destination may not reach: the gateway's refusal.
     #[error("{host} resolves to {address} ({reason}), which this destination may not reach")]
     Refused {
+        /// The name (or IP literal) of the destination.
         host: String,
+        /// The first of the refused addresses it resolved to.
         address: IpAddr,
+        /// Why that address is not public (see [`non_public_reason`]).
         reason: &'static str,
     },
 }

@@ -13,28 +13,37 @@ pub enum DestinationError {
     /// Not a URL at all.
     #[error("invalid destination URL {url:?}: {source}")]
     Invalid {
+        /// The configured URL, as written.
         url: String,
+        /// Why it does not parse as a URI.
         #[source]
         source: http::uri::InvalidUri,
     },
     /// A URL, but not in canonical form (see [`canonical`]).
     #[error("destination URL {url:?}: {source}")]
     NonCanonical {
+        /// The configured URL, as written.
         url: String,
+        /// What makes it non-canonical.
         #[source]
         source: NonCanonical,
     },
     /// A query cannot be part of a path prefix.
     #[error("destination URL {url:?}: a query cannot be part of a path prefix")]
-    Query { url: String },
+    Query {
+        /// The configured URL, as written.
+        url: String,
+    },
 }
 
 /// A parsed allowlist entry: scheme + host + port (+ path prefix).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
+    /// `http` or `https`.
     pub scheme: String,
     /// Lower-case host name or IP literal (IPv6 without brackets).
     pub host: String,
+    /// The effective port: the explicit one, else 80 for `http` and 443 for `https`.
     pub port: u16,
     /// A canonical path; `/range` covers `/range` and `/range/...`, `/range/` only the latter.
     pub path_prefix: String,

@@ -17,8 +17,11 @@ use std::{
 /// The breaker's state, as reported in metrics (0 closed, 1 open, 2 half-open).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
+    /// Calls go through; outcomes are counted over the window of recent calls.
     Closed,
+    /// Calls are refused until the open pause is over.
     Open,
+    /// The pause is over: a few probe calls go through to decide between closed and open.
     HalfOpen,
 }
 
@@ -273,7 +276,7 @@ mod tests {
 
     #[test]
     fn opens_on_failure_rate_after_minimum_calls() {
-        let breaker = breaker(Duration::from_secs(60));
+        let breaker = breaker(Duration::from_mins(1));
         assert!(call(&breaker, false));
         assert!(call(&breaker, false));
         assert!(call(&breaker, true));
@@ -289,7 +292,7 @@ mod tests {
 
     #[test]
     fn a_cancelled_call_counts_as_a_failure() {
-        let breaker = breaker(Duration::from_secs(60));
+        let breaker = breaker(Duration::from_mins(1));
         for _ in 0..4 {
             drop(breaker.try_acquire().unwrap());
         }
@@ -298,7 +301,7 @@ mod tests {
 
     #[test]
     fn slow_successes_open_it_too() {
-        let breaker = breaker(Duration::from_secs(60));
+        let breaker = breaker(Duration::from_mins(1));
         for _ in 0..4 {
             let permit = breaker.try_acquire().unwrap();
             std::thread::sleep(Duration::from_millis(25));

@@ -12,15 +12,21 @@ use std::{
 /// A complete, buffered response.
 #[derive(Debug, Clone)]
 pub struct BufferedResponse {
+    /// The upstream's status code.
     pub status: StatusCode,
+    /// The upstream's response headers; secret values in them are redacted before a caller
+    /// sees the response (so are any in the body).
     pub headers: HeaderMap,
+    /// The whole body, read to its end (within the destination's size limit).
     pub body: Bytes,
 }
 
 /// A cached response and how long it may be served.
 #[derive(Debug, Clone)]
 pub struct CacheEntry {
+    /// The stored response (as received, before redaction); each hit is served a clone.
     pub response: Arc<BufferedResponse>,
+    /// How long after insertion the entry expires (see [`cache_ttl`]).
     pub ttl: Duration,
 }
 
@@ -120,12 +126,12 @@ mod tests {
 
     #[test]
     fn honours_cache_control() {
-        let default = Some(Duration::from_secs(60));
+        let default = Some(Duration::from_mins(1));
         assert_eq!(cache_ttl(&response(200, None), default), default);
         assert_eq!(cache_ttl(&response(200, None), None), None);
         assert_eq!(
             cache_ttl(&response(200, Some("public, max-age=2678400")), default),
-            Some(Duration::from_secs(2678400))
+            Some(Duration::from_hours(744)) // 31 days
         );
         assert_eq!(cache_ttl(&response(200, Some("no-store")), default), None);
         assert_eq!(cache_ttl(&response(200, Some("max-age=0")), default), None);

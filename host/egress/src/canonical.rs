@@ -30,26 +30,37 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 /// password, a query token).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NonCanonical {
+    /// No scheme, a scheme other than `http`/`https`, or no authority.
     #[error("the URL is not an absolute http(s) URL")]
     NotAbsoluteHttp,
+    /// The authority has a `user[:password]@` part.
     #[error("the URL carries userinfo")]
     Userinfo,
+    /// The host is refused; the payload says why.
     #[error("the host is not a canonical name or IP literal: {0}")]
     Host(HostProblem),
+    /// The port is empty, has a sign or leading zeros, or is not in 1..=65535.
     #[error("the port is not a plain decimal port")]
     Port,
+    /// The path does not start with `/`.
     #[error("the path does not start with `/`")]
     RelativePath,
+    /// A `.` or `..` segment (also `..;params`).
     #[error("path contains a dot segment")]
     DotSegment,
+    /// A raw `\` in the path.
     #[error("path contains a backslash")]
     Backslash,
+    /// A percent-encoded `.`, `/`, `\` or `%`; the payload is the decoded character.
     #[error("path contains an encoded `{0}`")]
     EncodedDelimiter(char),
+    /// A `%` not followed by two hex digits.
     #[error("path contains a malformed percent-escape")]
     MalformedEscape,
+    /// A raw byte that is not ASCII, or an ASCII control character.
     #[error("path contains a raw non-ASCII or control character")]
     NonAscii,
+    /// The percent-decoded path is not valid UTF-8 (e.g. overlong `%c0%ae`).
     #[error("path is not UTF-8 once decoded")]
     NotUtf8,
 }
@@ -57,16 +68,25 @@ pub enum NonCanonical {
 /// What is wrong with a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum HostProblem {
+    /// No host at all.
     #[error("empty")]
     Empty,
+    /// Longer than 253 characters.
     #[error("too long")]
     TooLong,
+    /// A leading, trailing or doubled dot.
     #[error("empty label (a trailing or doubled dot)")]
     EmptyLabel,
+    /// A label longer than 63 characters, with a character other than ASCII letters, digits
+    /// and hyphens, or starting or ending with a hyphen.
     #[error("a label is not ASCII letters, digits and inner hyphens")]
     NotLdh,
+    /// The last label is numeric (decimal or `0x` hex) but the host is not a canonical
+    /// dotted-quad IPv4 address (`127.1`, `0x7f.0.0.1`, `010.0.0.1`).
     #[error("a numeric name that is not a dotted-quad IPv4 address")]
     OddIpv4,
+    /// A bracketed literal that is not IPv6, has a zone, or is not spelled (case aside) as
+    /// [`Ipv6Addr`] displays it.
     #[error("an IPv6 literal that is not in canonical form")]
     OddIpv6,
 }
@@ -78,6 +98,7 @@ pub struct Origin {
     pub scheme: &'static str,
     /// Lower-case host name or IP literal (IPv6 without brackets).
     pub host: String,
+    /// The explicit port, else the scheme's default (80 or 443).
     pub port: u16,
 }
 

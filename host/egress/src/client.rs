@@ -22,8 +22,11 @@ use tokio::{
 /// Timeouts of one attempt, already clamped to the decision's remaining time.
 #[derive(Debug, Clone, Copy)]
 pub struct AttemptTimeouts {
+    /// For each TCP connect, and again for the TLS handshake.
     pub connect: Duration,
+    /// From sending the request to the response head.
     pub first_byte: Duration,
+    /// The longest wait for the next chunk of the response body.
     pub between_bytes: Duration,
 }
 
@@ -32,11 +35,17 @@ pub struct AttemptTimeouts {
 pub enum AttemptError {
     /// Nothing was sent: safe to retry whatever the method.
     Connect(String),
+    /// A TCP connect or the TLS handshake took longer than the connect timeout.
     ConnectTimeout,
+    /// The server name was not valid for TLS, or the handshake failed.
     Tls(String),
+    /// No response head within the first-byte timeout (or the decision's time ran out).
     FirstByteTimeout,
+    /// The response body stalled longer than the between-bytes timeout.
     BetweenBytesTimeout,
+    /// The response body went past the destination's size limit.
     ResponseTooLarge {
+        /// The limit, in bytes.
         limit: usize,
     },
     /// The connection broke after the request went out (reset mid-body, bad framing...).
@@ -90,13 +99,21 @@ impl std::error::Error for AttemptError {}
 
 /// Everything one attempt needs.
 pub struct Attempt<'a> {
+    /// Speak TLS (an `https` destination).
     pub use_tls: bool,
+    /// The destination's host: the TLS server name and part of the pool key.
     pub host: &'a str,
+    /// The checked addresses to connect to, tried in order.
     pub addresses: &'a [SocketAddr],
+    /// The canonical request with its absolute URI; sent in origin form with a `Host` header.
     pub request: Request<Bytes>,
+    /// The attempt's timeouts.
     pub timeouts: AttemptTimeouts,
+    /// The largest response body accepted, in bytes.
     pub max_response_bytes: usize,
+    /// The TLS client configuration (trusted roots, protocol versions).
     pub tls: &'a Arc<rustls::ClientConfig>,
+    /// Where keep-alive connections are taken from and given back.
     pub pool: &'a ConnectionPool,
 }
 
@@ -286,8 +303,7 @@ fn to_origin_form(request: Request<Bytes>) -> Request<Full<Bytes>> {
     let path = parts
         .uri
         .path_and_query()
-        .map(|path| path.as_str())
-        .unwrap_or("/");
+        .map_or("/", http::uri::PathAndQuery::as_str);
     parts.uri = path.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
     Request::from_parts(parts, Full::new(body))
 }

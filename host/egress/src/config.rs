@@ -14,6 +14,7 @@ pub struct EgressConfig {
     pub max_request_bytes: usize,
     /// Most bytes of responses kept in the response cache (`cache-bytes`): bounded by size, not
     /// by count, so large answers (a real range body is ~36 KB) cannot grow memory unchecked.
+    /// Default 32 MiB (~900 real ranges): see the README for the measured trade-off.
     #[serde(rename = "cache-bytes")]
     pub cache_bytes: u64,
     /// Former count bound of the cache (`cache-entries`): accepted and ignored, with a warning
@@ -43,7 +44,7 @@ impl Default for EgressConfig {
         Self {
             defaults: CallPolicy::default(),
             max_request_bytes: 64 << 10,
-            cache_bytes: 64 << 20,
+            cache_bytes: 32 << 20,
             cache_entries: None,
             pool: crate::pool::PoolConfig::default(),
             secrets_refresh: Duration::from_secs(1),
@@ -99,10 +100,13 @@ pub struct DestinationConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CallPolicy {
+    /// Bound on the name lookup, each TCP connect and the TLS handshake (`connect-timeout-ms`).
     #[serde(rename = "connect-timeout-ms", with = "millis")]
     pub connect_timeout: Duration,
+    /// Longest wait from sending the request to the response head (`first-byte-timeout-ms`).
     #[serde(rename = "first-byte-timeout-ms", with = "millis")]
     pub first_byte_timeout: Duration,
+    /// Longest wait for the next chunk of the response body (`between-bytes-timeout-ms`).
     #[serde(rename = "between-bytes-timeout-ms", with = "millis")]
     pub between_bytes_timeout: Duration,
     /// Responses larger than this are cut off with an error (`max-response-bytes`).
@@ -115,12 +119,15 @@ pub struct CallPolicy {
     /// The actual delay is uniformly random below the ceiling ("full jitter").
     #[serde(rename = "retry-base-ms", with = "millis")]
     pub retry_base: Duration,
+    /// Largest backoff ceiling, however many retries came before (`retry-cap-ms`).
     #[serde(rename = "retry-cap-ms", with = "millis")]
     pub retry_cap: Duration,
     /// Retries allowed as a share of recent requests (`retry-budget-percent`), on top of
     /// `retry-budget-min-per-sec`: a storm of failures can't multiply the load.
     #[serde(rename = "retry-budget-percent")]
     pub retry_budget_percent: f32,
+    /// Retries per second allowed whatever the recent traffic (`retry-budget-min-per-sec`), so
+    /// a destination called rarely can still retry.
     #[serde(rename = "retry-budget-min-per-sec")]
     pub retry_budget_min_per_sec: u32,
     /// The circuit breaker (`[...policy.breaker]`).
@@ -140,7 +147,7 @@ impl Default for CallPolicy {
             max_response_bytes: 1 << 20,
             max_retries: 1,
             retry_base: Duration::from_millis(50),
-            retry_cap: Duration::from_millis(1000),
+            retry_cap: Duration::from_secs(1),
             retry_budget_percent: 0.2,
             retry_budget_min_per_sec: 1,
             breaker: BreakerConfig::default(),

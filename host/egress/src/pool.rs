@@ -42,7 +42,7 @@ impl Default for PoolConfig {
         Self {
             max_idle_per_host: 32,
             idle_timeout: Duration::from_secs(30),
-            max_lifetime: Duration::from_secs(300),
+            max_lifetime: Duration::from_mins(5),
         }
     }
 }
@@ -50,8 +50,11 @@ impl Default for PoolConfig {
 /// Which connections are interchangeable: same scheme, same server name, same checked address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
+    /// A TLS connection (an `https` destination).
     pub tls: bool,
+    /// The destination's host name, which is also the TLS server name.
     pub host: String,
+    /// The checked address the connection was opened to.
     pub address: SocketAddr,
 }
 

@@ -10,7 +10,7 @@ pub fn full_jitter_delay(base: Duration, cap: Duration, retry: u32) -> Duration 
     let ceiling = base
         .saturating_mul(2u32.saturating_pow(retry.min(20)))
         .min(cap);
-    let nanos = ceiling.as_nanos().min(u64::MAX as u128) as u64;
+    let nanos = ceiling.as_nanos().min(u128::from(u64::MAX)) as u64;
     if nanos == 0 {
         Duration::ZERO
     } else {

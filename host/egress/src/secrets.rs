@@ -47,6 +47,9 @@ impl Snapshot {
 pub struct SecretStore {
     sources: BTreeMap<String, SecretSource>,
     current: ArcSwap<Snapshot>,
+    // One refresh at a time (the timer and a caller reading a value fresh can race): a
+    // rotation is then logged and counted once, and no refresh undoes another's swap.
+    refreshing: std::sync::Mutex<()>,
 }
 
 impl Default for SecretStore {
@@ -54,6 +57,7 @@ impl Default for SecretStore {
         Self {
             sources: BTreeMap::new(),
             current: ArcSwap::from_pointee(Snapshot::new(BTreeMap::new(), BTreeMap::new())),
+            refreshing: std::sync::Mutex::new(()),
         }
     }
 }
@@ -62,7 +66,8 @@ impl std::fmt::Debug for SecretStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecretStore")
             .field("names", &self.sources.keys().collect::<Vec<_>>())
-            .finish()
+            // The values stay out of every Debug output.
+            .finish_non_exhaustive()
     }
 }
 
@@ -71,18 +76,29 @@ impl std::fmt::Debug for SecretStore {
 pub enum SecretError {
     /// The environment variable the secret comes from is not set.
     #[error("secret `{name}`: environment variable {variable} is not set")]
-    EnvUnset { name: String, variable: String },
+    EnvUnset {
+        /// The secret's configured name.
+        name: String,
+        /// The variable it is read from.
+        variable: String,
+    },
     /// The file the secret comes from cannot be read.
     #[error("secret `{name}`: cannot read {}: {source}", path.display())]
     Unreadable {
+        /// The secret's configured name.
         name: String,
+        /// The file it is read from.
         path: PathBuf,
+        /// Why reading failed.
         #[source]
         source: std::io::Error,
     },
     /// The source holds an empty value.
     #[error("secret `{name}` is empty")]
-    Empty { name: String },
+    Empty {
+        /// The secret's configured name.
+        name: String,
+    },
 }
 
 /// Why a placeholder could not be substituted: the request is refused.
@@ -96,10 +112,16 @@ pub enum SubstitutionError {
     NotUtf8,
     /// The secret exists perhaps, but not for this destination.
     #[error("secret `{name}` is not bound to this destination")]
-    NotBound { name: String },
+    NotBound {
+        /// The name in the placeholder.
+        name: String,
+    },
     /// No secret of that name is configured.
     #[error("secret `{name}` is not configured")]
-    NotConfigured { name: String },
+    NotConfigured {
+        /// The name in the placeholder.
+        name: String,
+    },
 }
 
 /// Reads one secret's value; an error names the secret (never its value).
@@ -140,6 +162,7 @@ impl SecretStore {
         Ok(Self {
             sources: sources.clone(),
             current: ArcSwap::from_pointee(Snapshot::new(values, BTreeMap::new())),
+            refreshing: std::sync::Mutex::new(()),
         })
     }
 
@@ -154,6 +177,10 @@ impl SecretStore {
     /// names that rotated. A file that is unreadable or empty (being rewritten) keeps the value
     /// in force and is tried again next time.
     pub fn refresh(&self) -> Vec<String> {
+        let _one_at_a_time = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = self.current.load_full();
         let mut values = current.values.clone();
         let mut retired = current.retired.clone();
@@ -181,6 +208,19 @@ impl SecretStore {
             }
         }
         rotated
+    }
+
+    /// The value of `name` as its source holds it now: re-reads the file secrets first (see
+    /// [`SecretStore::refresh`]), for a rare call that must not wait for the next refresh
+    /// tick (a registry pull). Blocking: small file reads.
+    pub fn value_now(&self, name: &str) -> Option<Arc<str>> {
+        self.refresh();
+        self.value(name)
+    }
+
+    /// Whether a secret called `name` is configured.
+    pub fn contains(&self, name: &str) -> bool {
+        self.sources.contains_key(name)
     }
 
     /// Re-reads file secrets every `every` on the current tokio runtime, for as long as the

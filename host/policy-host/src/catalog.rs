@@ -37,7 +37,9 @@ use std::{
 pub enum ReloadOutcome {
     /// A new version now serves.
     Swapped {
+        /// The version that served before, if any.
         from: Option<PluginIdentity>,
+        /// The version that serves now.
         to: PluginIdentity,
     },
     /// The file holds the version already serving; nothing changed.
@@ -47,8 +49,10 @@ pub enum ReloadOutcome {
 /// Why a rollback did not happen.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RollbackError {
+    /// No slot has this name (the payload).
     #[error("no plugin slot named `{0}`")]
     UnknownSlot(String),
+    /// The slot (the payload) has served at most one version since the host started.
     #[error("plugin `{0}` has no previous version to roll back to")]
     NoPreviousVersion(String),
 }
@@ -56,11 +60,17 @@ pub enum RollbackError {
 /// A slot's state, for the admin API.
 #[derive(Debug, Clone)]
 pub struct SlotStatus {
+    /// The slot's name, as configured.
     pub name: String,
+    /// The world its plugins implement.
     pub kind: PluginKind,
+    /// False when the configuration says never to load it.
     pub enabled: bool,
+    /// The version serving now; `None` before a first successful load.
     pub current: Option<VersionStatus>,
+    /// The version a rollback would put back (after a rollback, the one it replaced).
     pub previous: Option<PluginIdentity>,
+    /// Why the last candidate was rejected; cleared by the next successful or unchanged load.
     pub last_error: Option<String>,
     /// Where the slot's candidates come from and how the serving one was obtained.
     pub source: SourceStatus,
@@ -82,8 +92,11 @@ pub struct SourceStatus {
 /// A loaded version, for the admin API.
 #[derive(Debug, Clone)]
 pub struct VersionStatus {
+    /// Name, version and content hash.
     pub identity: PluginIdentity,
+    /// When this version was loaded; a rollback to it does not reset it.
     pub loaded_at: SystemTime,
+    /// Decisions it has served so far, smoke decisions excluded.
     pub decisions_served: u64,
 }
 
@@ -150,10 +163,13 @@ impl Catalog {
     /// A catalog with one (empty) slot per configured plugin and per plugin kind. Fails on
     /// an invalid `[plugins.trust]`, registry credential or slot `source`.
     pub fn new(engine: Arc<PolicyEngine>, config: &HostConfig) -> Result<Self, LoadError> {
-        let distribution = Distribution::new(config).map_err(|source| LoadError::Distribution {
-            name: "*".to_owned(),
-            source: Box::new(source),
-        })?;
+        let distribution =
+            Distribution::new(config, engine.gateway().secrets().clone()).map_err(|source| {
+                LoadError::Distribution {
+                    name: "*".to_owned(),
+                    source: Box::new(source),
+                }
+            })?;
         let slots = config
             .slot_names()
             .into_iter()
@@ -243,7 +259,7 @@ impl Catalog {
         let _serialised = slot.loading.lock().await;
         let source = lock(&slot.source).clone();
         let result = self.load_into(slot, &source).await;
-        self.record(name, slot, &result);
+        Self::record(name, slot, &result);
         result
     }
 
@@ -283,7 +299,7 @@ impl Catalog {
             *lock(&slot.source) = source;
         }
         *lock(&slot.pending_source) = None;
-        self.record(name, slot, &result);
+        Self::record(name, slot, &result);
         result
     }
 
@@ -298,7 +314,7 @@ impl Catalog {
     }
 
     /// Logs a load's outcome and keeps its error for the admin API.
-    fn record(&self, name: &str, slot: &Slot, result: &Result<ReloadOutcome, LoadError>) {
+    fn record(name: &str, slot: &Slot, result: &Result<ReloadOutcome, LoadError>) {
         match result {
             Ok(ReloadOutcome::Swapped { from, to }) => {
                 tracing::info!(

@@ -148,29 +148,7 @@ impl PolicyHost {
             Err(error) => Err(error),
         };
         match outcome {
-            Ok((outcome, plugin)) => {
-                if let Some(decision) = breach_check::decide(&outcome) {
-                    BreachRecord {
-                        record: DecisionRecord {
-                            decision,
-                            plugin: Some(plugin.identity.clone()),
-                            fail_policy_applied: None,
-                        },
-                        outcome,
-                    }
-                } else {
-                    let BreachOutcome::Unknown { reason } = &outcome else {
-                        unreachable!("decide() covers known outcomes")
-                    };
-                    let error = PluginError::Upstream {
-                        name: name.to_owned(),
-                        reason: reason.clone(),
-                    };
-                    let mut record = self.fail(name, PluginKind::BreachCheck, error);
-                    record.plugin = Some(plugin.identity.clone());
-                    BreachRecord { outcome, record }
-                }
-            }
+            Ok((outcome, plugin)) => self.breach_record(name, &plugin, outcome),
             Err(error) => {
                 let outcome = BreachOutcome::Unknown {
                     reason: error.code().to_owned(),
@@ -180,6 +158,40 @@ impl PolicyHost {
                     outcome,
                 }
             }
+        }
+    }
+
+    /// The record of a breach-check `outcome` that `plugin` (serving slot `name`) reached: a
+    /// known outcome decides, an `unknown` one goes through the slot's fail policy. Public for
+    /// the service's native benchmark mode, which reaches outcomes without the plugin.
+    pub fn breach_record(
+        &self,
+        name: &str,
+        plugin: &LoadedPlugin,
+        outcome: BreachOutcome,
+    ) -> BreachRecord {
+        if let Some(decision) = breach_check::decide(&outcome) {
+            BreachRecord {
+                record: DecisionRecord {
+                    decision,
+                    plugin: Some(plugin.identity.clone()),
+                    fail_policy_applied: None,
+                },
+                outcome,
+            }
+        } else {
+            let reason = if let BreachOutcome::Unknown { reason } = &outcome {
+                reason.clone()
+            } else {
+                String::new()
+            };
+            let error = PluginError::Upstream {
+                name: name.to_owned(),
+                reason,
+            };
+            let mut record = self.fail(name, PluginKind::BreachCheck, error);
+            record.plugin = Some(plugin.identity.clone());
+            BreachRecord { outcome, record }
         }
     }
 

@@ -33,6 +33,7 @@ fn metrics_handle() -> PrometheusHandle {
 
 /// Opens the database, installs missing bundled plugins, starts the policy host.
 pub async fn start(config: ServiceConfig) -> anyhow::Result<AppState> {
+    crate::malloc_tuning::tune();
     config.check_service_references()?;
     for deprecation in config.flows.deprecations() {
         tracing::warn!("{deprecation}");
@@ -130,6 +131,7 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<AppState> {
     }
     Ok(AppState {
         rollout,
+        checks: crate::password_checks::PasswordChecks::plugins(host.clone()),
         throttle: LoginThrottle::new(store.clone(), &config.flows),
         config: Arc::new(config),
         host,

@@ -2,7 +2,7 @@
 //! the CAPTCHA decision. A slot that is disabled (empty name) or has no plugin loaded is
 //! skipped and reported, so every flow works without any given plugin.
 
-use crate::{config::FlowConfig, problem::Problem};
+use crate::{config::FlowConfig, password_checks::PasswordChecks, problem::Problem};
 use http::StatusCode;
 use policy_host::{
     AttributeValue, BreachOutcome, CaptchaInput, DecisionRecord, Finding, PasswordInput,
@@ -33,7 +33,7 @@ pub struct PasswordReport {
 
 /// Runs the password policy (with `context` words) and the breach check on `password`.
 pub async fn check_new_password(
-    host: &PolicyHost,
+    checks: &PasswordChecks,
     flows: &FlowConfig,
     password: &str,
     context: Vec<String>,
@@ -64,10 +64,11 @@ pub async fn check_new_password(
             has_mfa,
             context_words: context,
         };
-        // Rollout hook: a staged candidate (shadow or canary) and the decision log.
+        // A staged candidate (shadow or canary) routes by the account; the decision log.
         let account = crate::rollout::account_key(&input.context_words);
         Some(
-            host.evaluate_password_staged(&flows.password_policy, &input, account)
+            checks
+                .evaluate_password(&flows.password_policy, &input, account)
                 .await,
         )
     };
@@ -75,7 +76,7 @@ pub async fn check_new_password(
         if flows.breach_check.is_empty() {
             return None;
         }
-        Some(host.check_breach(&flows.breach_check, password).await)
+        Some(checks.check_breach(&flows.breach_check, password).await)
     };
     let (policy, breach) = tokio::join!(policy, breach);
     if let Some(record) = policy {

@@ -14,6 +14,7 @@ pub mod domain;
 pub mod email;
 pub mod flows;
 pub mod http;
+pub mod malloc_tuning;
 #[allow(
     missing_docs,
     clippy::pedantic,
@@ -21,6 +22,7 @@ pub mod http;
 )]
 pub mod outbound;
 pub mod outbox;
+pub mod password_checks;
 pub mod passwords;
 pub mod problem;
 pub mod rollout;

@@ -17,6 +17,9 @@ pub struct AppState {
     pub config: Arc<ServiceConfig>,
     /// The plugin host that makes the policy decisions.
     pub host: Arc<PolicyHost>,
+    /// The checks of a new password, run by `host`'s plugins (the benchmark's native mode
+    /// swaps in [`crate::password_checks::PasswordChecks::native`]).
+    pub checks: crate::password_checks::PasswordChecks,
     /// The database.
     pub store: Store,
     /// Login throttles, counted in the database (shared by every replica).

@@ -434,3 +434,203 @@ async fn the_admin_endpoint_sets_a_source_off_the_request_path_and_the_list_show
         );
     }
 }
+
+const REGISTRY_USER: &str = "puller";
+const PASSWORD_SECRET: &str = "registry-password";
+
+/// `oci_config` for a registry that wants a login: the password is the file secret
+/// `registry-password` at `password_file`, the user name `REGISTRY_USER`.
+fn login_config(
+    dir: &PluginDir,
+    registry: &TestRegistry,
+    source: &str,
+    password_file: &Path,
+) -> HostConfig {
+    let mut config = oci_config(dir, registry, source, Some(PullPolicy::Always));
+    config.egress.secrets.insert(
+        PASSWORD_SECRET.to_owned(),
+        policy_host::egress::config::SecretSource::File(password_file.to_owned()),
+    );
+    config.registry_credentials.insert(
+        registry.address(),
+        policy_host::source::RegistryCredentialConfig {
+            username: REGISTRY_USER.to_owned(),
+            password_secret: PASSWORD_SECRET.to_owned(),
+        },
+    );
+    config
+}
+
+/// Replaces `path` atomically (a new file renamed over it), as Kubernetes and Vault Agent do.
+fn write_atomically(path: &Path, value: &str) {
+    let fresh = path.with_extension("tmp");
+    std::fs::write(&fresh, value).expect("write");
+    std::fs::rename(&fresh, path).expect("rename");
+}
+
+fn slot_status(host: &PolicyHost) -> policy_host::catalog::SlotStatus {
+    host.catalog()
+        .status()
+        .into_iter()
+        .find(|slot| slot.name == SLOT)
+        .expect("slot")
+}
+
+/// The pull error behind a refused `set_source`.
+fn pull_error(result: Result<ReloadOutcome, LoadError>) -> policy_host::source::oci::PullError {
+    match result {
+        Err(LoadError::Distribution { source, .. }) => match *source {
+            SourceError::Pull { error, .. } => error,
+            other => panic!("expected a pull failure, got {other:?}"),
+        },
+        other => panic!("expected a pull failure, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_with_a_login_refuses_no_or_wrong_credentials_naming_itself() {
+    let registry = TestRegistry::start_with_login(REGISTRY_USER, "right-pass")
+        .await
+        .expect("registry");
+    let pinned = registry
+        .push("plugins/pp", "1", &bundled_component(), &[])
+        .await
+        .expect("push");
+    let secrets = tempfile::tempdir().expect("dir");
+    let password_file = secrets.path().join("password");
+
+    // No credentials configured for the registry: nothing serves, the error says why.
+    let dir = PluginDir::new().expect("dir");
+    let anonymous = PolicyHost::start(&oci_config(
+        &dir,
+        &registry,
+        &pinned,
+        Some(PullPolicy::Always),
+    ))
+    .await
+    .expect("host");
+    let status = slot_status(&anonymous);
+    assert!(status.current.is_none());
+    let error = status.last_error.expect("an error");
+    assert!(
+        error.contains(&registry.address())
+            && error.contains("unauthorized")
+            && error.contains("no credentials are configured"),
+        "{error}"
+    );
+    drop(anonymous);
+
+    // A wrong password: refused, and the error says the configured credentials were refused.
+    std::fs::write(&password_file, "wrong-pass\n").expect("write");
+    let dir = PluginDir::new().expect("dir");
+    let wrong = PolicyHost::start(&login_config(&dir, &registry, &pinned, &password_file))
+        .await
+        .expect("host");
+    let status = slot_status(&wrong);
+    assert!(status.current.is_none());
+    let error = status.last_error.expect("an error");
+    assert!(
+        error.contains(&registry.address())
+            && error.contains("the configured credentials were not accepted")
+            && !error.contains("wrong-pass"),
+        "{error}"
+    );
+    drop(wrong);
+
+    // The right one: it serves, pulled from the registry.
+    std::fs::write(&password_file, "right-pass\n").expect("write");
+    let dir = PluginDir::new().expect("dir");
+    let right = PolicyHost::start(&login_config(&dir, &registry, &pinned, &password_file))
+        .await
+        .expect("host");
+    let (version, digest, _) = serving(&right).await;
+    assert_eq!(version, password_policy::PLUGIN_VERSION);
+    assert!(pinned.ends_with(&digest));
+    assert_eq!(slot_status(&right).source.origin, Some(Origin::Registry));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_registry_password_is_used_from_the_next_pull_without_a_restart() {
+    let mut registry = TestRegistry::start_with_login(REGISTRY_USER, "first-pass")
+        .await
+        .expect("registry");
+    let first = registry
+        .push("plugins/pp", "1", &bundled_component(), &[])
+        .await
+        .expect("push");
+    let second = registry
+        .push("plugins/pp", "2", &next_component(), &[])
+        .await
+        .expect("push");
+    let secrets = tempfile::tempdir().expect("dir");
+    let password_file = secrets.path().join("password");
+    write_atomically(&password_file, "first-pass\n");
+    let dir = PluginDir::new().expect("dir");
+    let host = PolicyHost::start(&login_config(&dir, &registry, &first, &password_file))
+        .await
+        .expect("host");
+    let (_, first_digest, _) = serving(&host).await;
+    assert!(first.ends_with(&first_digest));
+    let catalog = host.catalog();
+    let set = |reference: &str| {
+        let source = catalog
+            .parse_source(SLOT, reference, Some(PullPolicy::Always))
+            .expect("a valid reference");
+        catalog.set_source(SLOT, source)
+    };
+
+    // The registry's password changes first: the old one in the file is refused, by name of
+    // the registry, and the serving version stays.
+    registry
+        .rotate_password("second-pass")
+        .await
+        .expect("rotate");
+    let error = pull_error(set(&second).await);
+    let text = error.to_string();
+    assert!(
+        matches!(
+            error,
+            policy_host::source::oci::PullError::Unauthorized {
+                credentials: true,
+                ..
+            }
+        ) && text.contains(&registry.address()),
+        "{text}"
+    );
+    assert_eq!(serving(&host).await.1, first_digest);
+
+    // The file follows (atomically): the next pull uses it. No restart.
+    write_atomically(&password_file, "second-pass\n");
+    assert!(matches!(
+        set(&second).await.expect("pulled with the new password"),
+        ReloadOutcome::Swapped { .. }
+    ));
+    let (version, second_digest, _) = serving(&host).await;
+    assert_eq!(
+        version,
+        components::NEXT_VERSION,
+        "the next component serves"
+    );
+    assert!(second.ends_with(&second_digest));
+    assert_eq!(slot_status(&host).source.origin, Some(Origin::Registry));
+
+    // A file caught half-written (truncated, not yet rewritten) is not used: the pull goes
+    // out with the password in force and succeeds.
+    std::fs::File::create(&password_file).expect("truncate");
+    host.catalog().reload(SLOT).await.expect("reload");
+    assert_eq!(
+        slot_status(&host).source.origin,
+        Some(Origin::Registry),
+        "pulled with the value in force, not an empty one"
+    );
+
+    // Rotated again, the file written in place (not atomically): used once complete.
+    registry
+        .rotate_password("third-pass")
+        .await
+        .expect("rotate");
+    std::fs::write(&password_file, "third-pass").expect("write");
+    set(&first).await.expect("pulled with the third password");
+    assert_eq!(serving(&host).await.1, first_digest);
+    assert_eq!(slot_status(&host).source.origin, Some(Origin::Registry));
+}

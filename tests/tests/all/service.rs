@@ -545,3 +545,114 @@ async fn probes_metrics_and_openapi() {
     assert_eq!(openapi["openapi"], "3.1.0");
     assert!(openapi["paths"]["/v1/users"]["post"].is_object());
 }
+
+/// The password policy and the breach check of one request run concurrently: the breach
+/// check's request reaches Pwned Passwords while a slow password policy is still deciding,
+/// and the policy finishes while that request is still held open. Run one after the other,
+/// either order breaks one of the two observations (no timing assertions: a barrier).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_policy_and_the_breach_check_of_one_request_run_concurrently() {
+    use harness::upstream::{Reply, TestServer};
+    use std::sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    };
+    const NAP_MS: &str = "200";
+    let host: Arc<OnceLock<Arc<policy_host::PolicyHost>>> = Arc::default();
+    let policy_decided_before_the_breach_request = Arc::new(AtomicBool::new(false));
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let corpus = harness::hibp::corpus(&[]);
+    let upstream = {
+        let (host, decided, release) = (
+            host.clone(),
+            policy_decided_before_the_breach_request.clone(),
+            release.clone(),
+        );
+        TestServer::start(move |request| {
+            let decisions = host.get().map_or(0, |host| policy_decisions(host));
+            decided.store(decisions > 0, Ordering::SeqCst);
+            let prefix = request.path.rsplit('/').next().unwrap_or_default();
+            Reply::Hold {
+                release: release.clone(),
+                at_most: Duration::from_secs(3),
+                then: Box::new(Reply::ok(harness::hibp::range_body(&corpus, prefix, false))),
+            }
+        })
+        .await
+    };
+    let service = TestService::start(&upstream.url(), None, |config| {
+        config.plugins.slots.insert(
+            "password-policy".to_owned(),
+            harness::slot(
+                policy_host::PluginKind::PasswordPolicy,
+                &[("nap-ms", NAP_MS)],
+            ),
+        );
+        // The held breach request must outlast the policy's nap without timing out.
+        config.plugins.limits.deadline = Duration::from_secs(5);
+        if let Some(breach) = config.plugins.slots.get_mut("breach-check") {
+            for destination in &mut breach.egress {
+                let mut policy = harness::quick_policy();
+                policy.first_byte_timeout = Duration::from_secs(4);
+                destination.policy = Some(policy);
+            }
+        }
+    })
+    .await
+    .expect("service");
+    service
+        .plugins
+        .publish(
+            "password-policy",
+            std::path::Path::new(harness::components::SLEEPING_POLICY),
+        )
+        .expect("publish");
+    service
+        .state
+        .host
+        .catalog()
+        .reload("password-policy")
+        .await
+        .expect("the slow policy loads");
+    let _ = host.set(service.state.host.clone());
+    let before = policy_decisions(&service.state.host);
+    assert_eq!(before, 0, "nothing decided yet");
+
+    let url = service.url("/v1/password/check");
+    let request = tokio::spawn(async move {
+        post(&Client::new(), url, json!({ "password": GOOD_PASSWORD })).await
+    });
+    // The policy finishes (after its nap) while the breach request is still held...
+    let decided = wait_until(Duration::from_secs(2), || async {
+        policy_decisions(&service.state.host) > 0
+    })
+    .await;
+    assert!(
+        decided.is_some(),
+        "the password policy never decided while the breach check's request was held: the checks ran one after the other"
+    );
+    assert_eq!(
+        upstream.request_count(),
+        1,
+        "the breach request is in flight"
+    );
+    assert!(!request.is_finished());
+    // ...which had reached the upstream before the policy was done.
+    assert!(
+        !policy_decided_before_the_breach_request.load(Ordering::SeqCst),
+        "the breach check started only after the password policy had decided"
+    );
+    release.add_permits(1);
+    let (status, body) = request.await.expect("request");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["verdict"], "allow", "{body}");
+    assert_eq!(body["breach"]["outcome"], "clean", "{body}");
+}
+
+/// Decisions the password-policy slot's serving version has made.
+fn policy_decisions(host: &policy_host::PolicyHost) -> u64 {
+    host.catalog()
+        .slot("password-policy")
+        .and_then(policy_host::catalog::Slot::current)
+        .map_or(0, |plugin| plugin.decisions_served())
+}

@@ -24,7 +24,7 @@ fn touchy() -> CallPolicy {
         breaker: BreakerConfig {
             failure_rate: 1.0,
             minimum_calls: 1,
-            open_for: Duration::from_secs(60),
+            open_for: Duration::from_mins(1),
             ..BreakerConfig::default()
         },
         ..CallPolicy::default()
@@ -160,7 +160,7 @@ async fn callers_do_not_share_breakers_and_denials_name_the_caller() {
         .await;
     match elsewhere {
         Err(EgressError::Denied(Denial::NotAllowed { caller, .. })) => {
-            assert_eq!(caller, "service `outbox`")
+            assert_eq!(caller, "service `outbox`");
         }
         other => panic!("{other:?}"),
     }

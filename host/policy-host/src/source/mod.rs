@@ -2,6 +2,7 @@
 //!
 //! - [`SlotSource`]: `file` (`<dir>/<name>.wasm`, the default) or an `oci://` reference,
 //!   pinned by digest or (with a `pull-policy`) by tag, resolved to a digest.
+//! - [`credentials`]: registry credentials, the password read from its secret per pull.
 //! - [`oci`]: the registry client (pull and push of wasm component artifacts and their
 //!   signature artifacts).
 //! - [`signature`]: minisign signatures checked against `[plugins.trust]` before compilation.
@@ -11,17 +12,18 @@
 //! [`Distribution::fetch`] is what the catalog calls: it returns the candidate's bytes with
 //! their [`Provenance`] (reference, digest, the keys that verified it), or a typed refusal.
 
+pub mod credentials;
 pub mod oci;
 pub mod pull_cache;
 pub mod signature;
 
-use crate::{artifact_cache::sha256_hex, config::HostConfig, egress::config::SecretSource};
-use oci::{OciReference, PullError, ReferenceError, RegistryClient, RegistryCredentials};
+use crate::{artifact_cache::sha256_hex, config::HostConfig, egress::secrets::SecretStore};
+use credentials::{RegistryLogins, SecretLogin};
+use oci::{OciReference, PullError, ReferenceError, RegistryClient};
 use pull_cache::{CachedComponent, PullCache};
 use serde::{Deserialize, Serialize};
 use signature::{SignatureError, TrustConfigError, TrustPolicy};
 use std::{
-    collections::BTreeMap,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -37,7 +39,8 @@ pub enum PullPolicy {
 }
 
 /// Registry credentials in `[plugins.registry-credentials."host:port"]`; the password comes
-/// from a secret of `[plugins.egress.secrets]` (an environment variable or a file).
+/// from a secret of `[plugins.egress.secrets]` (an environment variable or a file; a file is
+/// read again before each pull, so a rotated password needs no restart).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryCredentialConfig {
@@ -192,41 +195,32 @@ pub struct Distribution {
 }
 
 impl Distribution {
-    /// Builds it from the host configuration; reads registry passwords from their secrets.
-    pub fn new(config: &HostConfig) -> Result<Self, SourceError> {
+    /// Builds it from the host configuration. Registry passwords are secrets of `secrets`
+    /// (the egress gateway's store, `[plugins.egress.secrets]`), read again before each pull.
+    pub fn new(config: &HostConfig, secrets: Arc<SecretStore>) -> Result<Self, SourceError> {
         let trust = TrustPolicy::from_config(&config.trust)?;
-        let mut credentials = BTreeMap::new();
-        for (registry, entry) in &config.registry_credentials {
-            let failed = |reason: String| SourceError::Credentials {
-                registry: registry.clone(),
-                reason,
-            };
-            let source = config
-                .egress
-                .secrets
-                .get(&entry.password_secret)
-                .ok_or_else(|| {
-                    failed(format!(
-                        "secret `{}` is not in [plugins.egress.secrets]",
-                        entry.password_secret
-                    ))
-                })?;
-            let password = read_secret(source).map_err(failed)?;
-            credentials.insert(
-                registry.clone(),
-                RegistryCredentials {
-                    username: entry.username.clone(),
-                    password,
-                },
-            );
-        }
+        let logins = config
+            .registry_credentials
+            .iter()
+            .map(|(registry, entry)| {
+                (
+                    registry.clone(),
+                    SecretLogin {
+                        username: entry.username.clone(),
+                        password_secret: entry.password_secret.clone(),
+                    },
+                )
+            })
+            .collect();
+        let logins = RegistryLogins::from_secrets(logins, secrets)
+            .map_err(|(registry, reason)| SourceError::Credentials { registry, reason })?;
         let cache_dir = match &config.cache_dir {
             Some(dir) => dir.join("pulled"),
             None => config.dir.join(".pulled"),
         };
         Ok(Self {
             trust,
-            registry: RegistryClient::new(&config.insecure_registries, credentials),
+            registry: RegistryClient::with_logins(&config.insecure_registries, logins),
             cache: PullCache::new(cache_dir),
         })
     }
@@ -486,20 +480,4 @@ pub fn signature_path(file: &Path) -> PathBuf {
     let mut name = file.as_os_str().to_owned();
     name.push(".minisig");
     PathBuf::from(name)
-}
-
-fn read_secret(source: &SecretSource) -> Result<String, String> {
-    let value = match source {
-        SecretSource::Env(variable) => std::env::var(variable)
-            .map_err(|_| format!("environment variable {variable} is not set"))?,
-        SecretSource::File(path) => std::fs::read_to_string(path)
-            .map_err(|error| format!("cannot read {}: {error}", path.display()))?
-            .trim_end_matches(['\r', '\n'])
-            .to_owned(),
-        SecretSource::Value(value) => value.clone(),
-    };
-    if value.is_empty() {
-        return Err("the secret is empty".to_owned());
-    }
-    Ok(value)
 }

@@ -182,6 +182,16 @@ pub enum PullError {
         what: String,
         message: String,
     },
+    /// The registry refused the request: no credentials, or not the ones it holds.
+    #[error(
+        "registry {registry}: {what} was refused (unauthorized): {}",
+        if *credentials { "the configured credentials were not accepted (a rotated password not yet in its file?)" } else { "no credentials are configured for it in [plugins.registry-credentials]" }
+    )]
+    Unauthorized {
+        registry: String,
+        what: String,
+        credentials: bool,
+    },
     /// The manifest or tag does not exist.
     #[error("{reference} does not exist in the registry")]
     NotFound { reference: String },
@@ -202,23 +212,8 @@ pub enum PullError {
     },
 }
 
-/// Credentials for one registry; the password is never printed.
-#[derive(Clone)]
-pub struct RegistryCredentials {
-    /// The user name.
-    pub username: String,
-    /// The password or token.
-    pub password: String,
-}
-
-impl fmt::Debug for RegistryCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RegistryCredentials")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
+pub use super::credentials::RegistryCredentials;
+use super::credentials::RegistryLogins;
 
 /// A component as pulled.
 #[derive(Debug, Clone)]
@@ -278,16 +273,13 @@ impl Descriptor {
 /// registry.
 pub struct RegistryClient {
     client: Client,
-    credentials: BTreeMap<String, RegistryCredentials>,
+    logins: RegistryLogins,
 }
 
 impl fmt::Debug for RegistryClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RegistryClient")
-            .field(
-                "registries_with_credentials",
-                &self.credentials.keys().collect::<Vec<_>>(),
-            )
+            .field("logins", &self.logins)
             .finish_non_exhaustive()
     }
 }
@@ -295,6 +287,12 @@ impl fmt::Debug for RegistryClient {
 impl RegistryClient {
     /// A client that speaks plain HTTP only to `insecure` registries (`host:port`).
     pub fn new(insecure: &[String], credentials: BTreeMap<String, RegistryCredentials>) -> Self {
+        Self::with_logins(insecure, RegistryLogins::fixed(credentials))
+    }
+
+    /// A client whose credentials are looked up in `logins` for every pull (so a rotated
+    /// password is used from the next one on).
+    pub fn with_logins(insecure: &[String], logins: RegistryLogins) -> Self {
         let config = ClientConfig {
             protocol: ClientProtocol::HttpsExcept(insecure.to_vec()),
             connect_timeout: Some(Duration::from_secs(5)),
@@ -304,33 +302,54 @@ impl RegistryClient {
         };
         Self {
             client: Client::new(config),
-            credentials,
+            logins,
         }
     }
 
-    fn auth(&self, registry: &str) -> RegistryAuth {
-        match self.credentials.get(registry) {
-            Some(credentials) => {
-                RegistryAuth::Basic(credentials.username.clone(), credentials.password.clone())
-            }
-            None => RegistryAuth::Anonymous,
-        }
-    }
-
+    /// Authenticates for `operation` on `reference`'s repository with the credentials in
+    /// force now, and returns them. The client keeps them for the requests that follow, until
+    /// the next call replaces them (each pull and push starts with one).
     async fn authenticate(
         &self,
         reference: &OciReference,
         operation: oci_client::RegistryOperation,
-    ) {
-        let auth = self.auth(&reference.registry);
+    ) -> RegistryAuth {
+        let auth = self.logins.auth(&reference.registry).await;
         // A failure here shows up again, typed, on the request that follows.
         let _ = self
             .client
             .auth(&reference.client_reference(), &auth, operation)
             .await;
+        auth
     }
 
-    fn failed(reference: &OciReference, what: &str, error: OciDistributionError) -> PullError {
+    fn failed(
+        &self,
+        reference: &OciReference,
+        what: &str,
+        error: OciDistributionError,
+    ) -> PullError {
+        let unauthorized = match &error {
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => true,
+            OciDistributionError::RegistryError { envelope, .. } => {
+                envelope.errors.iter().any(|error| {
+                    matches!(
+                        error.code,
+                        OciErrorCode::Unauthorized | OciErrorCode::Denied
+                    )
+                })
+            }
+            OciDistributionError::ServerError { code, .. } => *code == 401 || *code == 403,
+            _ => false,
+        };
+        if unauthorized {
+            return PullError::Unauthorized {
+                registry: reference.registry.clone(),
+                what: what.to_owned(),
+                credentials: self.logins.has(&reference.registry),
+            };
+        }
         let not_found = match &error {
             OciDistributionError::ImageManifestNotFoundError(_) => true,
             OciDistributionError::RegistryError { envelope, .. } => {
@@ -357,17 +376,14 @@ impl RegistryClient {
     }
 
     async fn manifest(&self, reference: &OciReference) -> Result<(Manifest, String), PullError> {
-        self.authenticate(reference, oci_client::RegistryOperation::Pull)
+        let auth = self
+            .authenticate(reference, oci_client::RegistryOperation::Pull)
             .await;
         let (bytes, registry_digest) = self
             .client
-            .pull_manifest_raw(
-                &reference.client_reference(),
-                &self.auth(&reference.registry),
-                &[MANIFEST_MEDIA_TYPE],
-            )
+            .pull_manifest_raw(&reference.client_reference(), &auth, &[MANIFEST_MEDIA_TYPE])
             .await
-            .map_err(|error| Self::failed(reference, "fetching the manifest", error))?;
+            .map_err(|error| self.failed(reference, "fetching the manifest", error))?;
         let actual = format!("sha256:{}", sha256_hex(&bytes));
         let expected = reference.digest.clone().unwrap_or(registry_digest);
         if actual != expected {
@@ -403,7 +419,7 @@ impl RegistryClient {
         self.client
             .pull_blob(&reference.client_reference(), &descriptor.oci(), &mut bytes)
             .await
-            .map_err(|error| Self::failed(reference, "fetching a blob", error))?;
+            .map_err(|error| self.failed(reference, "fetching a blob", error))?;
         let actual = format!("sha256:{}", sha256_hex(&bytes));
         if actual != descriptor.digest {
             return Err(PullError::DigestMismatch {
@@ -491,7 +507,7 @@ impl RegistryClient {
         self.client
             .push_blob(&reference.client_reference(), bytes, &digest)
             .await
-            .map_err(|error| Self::failed(reference, "pushing a blob", error))?;
+            .map_err(|error| self.failed(reference, "pushing a blob", error))?;
         Ok(())
     }
 
@@ -513,7 +529,7 @@ impl RegistryClient {
                 http::HeaderValue::from_static(MANIFEST_MEDIA_TYPE),
             )
             .await
-            .map_err(|error| Self::failed(reference, "pushing the manifest", error))?;
+            .map_err(|error| self.failed(reference, "pushing the manifest", error))?;
         Ok(digest)
     }
 

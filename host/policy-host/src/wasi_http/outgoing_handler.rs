@@ -37,7 +37,10 @@ const OUTGOING_HANDLER: &str = "wasi:http/outgoing-handler@0.2.12";
 
 /// What `handle` needs of a decision's store: its resources and its egress hooks.
 pub struct GatewayOutgoing<'a> {
+    /// The store's resource table: the guest's request and options come out of it, the
+    /// future-incoming-response goes into it.
     pub table: &'a mut ResourceTable,
+    /// The hooks that send the request through the egress gateway.
     pub hooks: &'a mut EgressHooks,
 }
 
@@ -90,7 +93,7 @@ impl GatewayOutgoing<'_> {
         request_id: Resource<HostOutgoingRequest>,
         options: Option<Resource<RequestOptions>>,
     ) -> HttpResult<Resource<HostFutureIncomingResponse>> {
-        let options = options.and_then(|id| self.table.get(&id).ok()).cloned();
+        let options = options.and_then(|id| self.table.get(&id).ok()).copied();
         let request = self.table.delete(request_id)?;
         let request = to_http_request(request)?;
         let mut future = Box::into_pin(self.hooks.send_request(
@@ -124,7 +127,7 @@ fn with_io_task(result: HookResult) -> SendResult {
             tracing::debug!(%error, "plugin response I/O ended with an error");
         }
     });
-    Ok((response.map(|body| body.boxed_unsync()), io))
+    Ok((response.map(BodyExt::boxed_unsync), io))
 }
 
 /// The guest's request as an `http::Request`, checked the way wasmtime-wasi-http checks it.

@@ -37,8 +37,14 @@ async fn accept_new_password(
     metadata: &RequestMetadata,
 ) -> Result<(String, OutboxEvent), Problem> {
     let context = context_words(state, &user.email, user.display_name.as_deref());
-    let report =
-        check_new_password(&state.host, &state.config.flows, &password, context, false).await;
+    let report = check_new_password(
+        &state.checks,
+        &state.config.flows,
+        &password,
+        context,
+        false,
+    )
+    .await;
     if report.verdict != policy_host::Verdict::Allow {
         return Err(weak_password(report));
     }
@@ -254,7 +260,7 @@ pub async fn check(state: &AppState, body: CheckRequest) -> PasswordReport {
     context.extend(body.email.filter(|email| !email.trim().is_empty()));
     context.extend(body.display_name);
     check_new_password(
-        &state.host,
+        &state.checks,
         &state.config.flows,
         &body.password,
         context,

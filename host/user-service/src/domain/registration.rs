@@ -77,7 +77,7 @@ pub async fn register(
         .await?;
     }
     let report = check_new_password(
-        &state.host,
+        &state.checks,
         &state.config.flows,
         &body.password,
         context_words(state, &email, display_name.as_deref()),

@@ -1,6 +1,8 @@
 //! A password-policy plugin that waits instead of computing: on the password `sleep` it sleeps
 //! 30 s in a `wasi:clocks` wait (which epoch interruption alone cannot stop), and with the
-//! setting `sleep-in-info = "true"` its `info()` does the same. Otherwise it allows.
+//! setting `sleep-in-info = "true"` its `info()` does the same. With the setting `nap-ms`, every
+//! decision first sleeps that long (a slow policy, for the tests of concurrent checks).
+//! Otherwise it allows.
 
 wit_bindgen::generate!({ world: "password-policy", path: "../../../wit" });
 
@@ -30,6 +32,9 @@ impl Guest for Sleeping {
     fn evaluate(input: PasswordInput) -> Decision {
         if input.password == "sleep" {
             std::thread::sleep(NAP);
+        }
+        if let Some(nap) = settings::get("nap-ms").and_then(|ms| ms.parse().ok()) {
+            std::thread::sleep(Duration::from_millis(nap));
         }
         Decision {
             verdict: Verdict::Allow,
