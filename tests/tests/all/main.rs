@@ -19,6 +19,7 @@ mod otlp;
 mod outbound;
 mod password_policy;
 mod public_api;
+mod schema_adoption;
 mod service;
 mod sessions;
 mod storage;
