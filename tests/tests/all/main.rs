@@ -20,6 +20,7 @@ mod outbound;
 mod password_policy;
 mod public_api;
 mod rollout;
+mod schema_adoption;
 mod service;
 mod sessions;
 mod storage;

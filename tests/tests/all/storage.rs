@@ -4,8 +4,7 @@
 use harness::{hibp::HibpServer, postgres, service::TestService};
 use serde_json::json;
 use user_service::store::{
-    DeliveryFailure, DeliveryOutcome, OutboxEvent, Store, User, now as now_secs, now_micros,
-    random_id,
+    DeliveryFailure, DeliveryOutcome, OutboxEvent, Store, User, now_micros, random_id,
 };
 
 fn user(email: &str) -> User {
@@ -263,8 +262,20 @@ async fn outbox_delivery_contract(store: &Store, ann: &str) {
     assert_eq!(store.outbox_counts().await.unwrap(), (3, 0, 1));
 
     // Retention: only delivered events older than the cut-off go.
-    assert_eq!(store.prune_delivered(now_secs() - 3600).await.unwrap(), 0);
-    assert_eq!(store.prune_delivered(now_secs() + 1).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .prune_delivered(now_micros() - 3_600_000_000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .prune_delivered(now_micros() + 1_000_000)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(store.outbox_counts().await.unwrap(), (3, 0, 0));
 }
 

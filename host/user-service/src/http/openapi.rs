@@ -554,7 +554,7 @@ pub fn build() -> Value {
             "/admin/outbox/dead-letters": { "get": admin("Events that ran out of delivery attempts", json!({
                 "200": json_response("Dead letters, oldest first", object(&["deadLetters"], json!({ "deadLetters": { "type": "array", "items": status_object(json!({
                     "id": string, "type": string, "aggregateId": string, "attempts": { "type": "integer" },
-                    "lastError": { "type": ["string", "null"] }, "deadAt": { "type": ["integer", "null"] },
+                    "lastError": { "type": ["string", "null"] }, "deadAt": { "type": ["integer", "null"], "description": "Unix seconds" },
                     "deliveredTo": { "type": "array", "items": string }
                 })) } })))
             }), &[], None) },

@@ -28,7 +28,7 @@ pub mod sinks;
 use self::{delivery::Deliverer, sinks::SinkConfig};
 use crate::{
     outbound::InternalClient,
-    store::{DeliveryFailure, DeliveryOutcome, DueEvent, Store, now, now_micros},
+    store::{DeliveryFailure, DeliveryOutcome, DueEvent, Store, now_micros},
 };
 use futures_util::FutureExt;
 use serde::Deserialize;
@@ -223,7 +223,8 @@ impl Relay {
     }
 
     async fn prune(&self) {
-        let before = now() - self.config.delivered_retention_s as i64;
+        // Delivery times are microseconds, like every outbox time.
+        let before = now_micros() - self.config.delivered_retention_s as i64 * 1_000_000;
         match self.store.prune_delivered(before).await {
             Ok(0) => {}
             Ok(pruned) => tracing::info!(pruned, "deleted delivered events past their retention"),

@@ -1,45 +1,10 @@
 //! Rollout tables: component bytes by digest, the desired version of each plugin slot, and
-//! the fleet (what each replica serves). Portable SQL (TEXT and BIGINT; bytes as base64).
+//! the fleet (what each replica serves). Portable SQL (TEXT and BIGINT; bytes as base64);
+//! the tables come from migration `0004_plugin_rollout`.
 
 use super::Store;
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use sqlx::Row;
-
-/// The tables, applied at start (idempotent).
-pub(super) const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS plugin_components (
-        digest TEXT PRIMARY KEY,
-        bytes_base64 TEXT NOT NULL,
-        size BIGINT NOT NULL,
-        created_at BIGINT NOT NULL
-    )",
-    "CREATE TABLE IF NOT EXISTS plugin_desired (
-        slot TEXT PRIMARY KEY,
-        serving_digest TEXT,
-        serving_settings TEXT NOT NULL DEFAULT '{}',
-        candidate_digest TEXT,
-        candidate_settings TEXT NOT NULL DEFAULT '{}',
-        stage TEXT NOT NULL DEFAULT 'serving',
-        plan TEXT NOT NULL DEFAULT '{}',
-        revision BIGINT NOT NULL,
-        updated_at BIGINT NOT NULL,
-        note TEXT
-    )",
-    "CREATE TABLE IF NOT EXISTS plugin_fleet (
-        replica TEXT NOT NULL,
-        slot TEXT NOT NULL,
-        serving_digest TEXT,
-        serving_version TEXT,
-        candidate_digest TEXT,
-        stage TEXT NOT NULL,
-        revision BIGINT NOT NULL,
-        last_activation BIGINT,
-        last_error TEXT,
-        heartbeat BIGINT NOT NULL,
-        diff TEXT,
-        PRIMARY KEY (replica, slot)
-    )",
-];
 
 /// The desired state of one slot (times in milliseconds since the epoch).
 #[derive(Debug, Clone, PartialEq)]

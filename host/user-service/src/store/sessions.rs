@@ -2,24 +2,10 @@
 //! bearer token (the token itself is never stored).
 
 use super::{Store, now};
-use sqlx::{Any, Row, Transaction};
-
-/// The table and its index, applied at start (idempotent).
-pub(super) const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS sessions (
-        id TEXT PRIMARY KEY,
-        token_hash TEXT NOT NULL UNIQUE,
-        user_id TEXT NOT NULL,
-        created_at BIGINT NOT NULL,
-        expires_at BIGINT NOT NULL,
-        last_seen_at BIGINT NOT NULL,
-        authenticated_with TEXT NOT NULL
-    )",
-    "CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id)",
-];
+use sqlx::{Any, FromRow, Transaction};
 
 /// A stored session (Unix seconds).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct StoredSession {
     /// Random, public: names the session in lists, never authenticates.
     pub id: String,
@@ -75,17 +61,6 @@ impl Revoke<'_> {
 
 const COLUMNS: &str = "id, user_id, created_at, expires_at, last_seen_at, authenticated_with";
 
-fn session_from_row(row: &sqlx::any::AnyRow) -> sqlx::Result<StoredSession> {
-    Ok(StoredSession {
-        id: row.try_get(0)?,
-        user_id: row.try_get(1)?,
-        created_at: row.try_get(2)?,
-        expires_at: row.try_get(3)?,
-        last_seen_at: row.try_get(4)?,
-        authenticated_with: row.try_get(5)?,
-    })
-}
-
 impl Store {
     /// Stores a new session under the SHA-256 (hex) of its token.
     pub async fn create_session(
@@ -114,13 +89,12 @@ impl Store {
         &self,
         token_hash: &str,
     ) -> sqlx::Result<Option<StoredSession>> {
-        let row = sqlx::query(&format!(
+        sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM sessions WHERE token_hash = $1"
         ))
         .bind(token_hash)
         .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| session_from_row(&row)).transpose()
+        .await
     }
 
     /// Records a use of the session at `at` (only moves forward).
@@ -151,7 +125,7 @@ impl Store {
         idle_timeout_s: i64,
     ) -> sqlx::Result<Vec<StoredSession>> {
         let now = now();
-        let rows = sqlx::query(&format!(
+        sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM sessions WHERE user_id = $1 AND expires_at > $2 AND last_seen_at > $3
              ORDER BY created_at DESC, id"
         ))
@@ -159,8 +133,7 @@ impl Store {
         .bind(now)
         .bind(now.saturating_sub(idle_timeout_s))
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(session_from_row).collect()
+        .await
     }
 
     /// Ends sessions of `user_id` (see [`Revoke`]); returns how many.

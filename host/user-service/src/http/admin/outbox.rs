@@ -33,8 +33,8 @@ pub async fn dead_letters(State(state): State<AppState>, _: Admin) -> Result<Res
                 "aggregateId": letter.event.aggregate_id,
                 "attempts": letter.attempts,
                 "lastError": letter.last_error,
-                "deadAt": letter.dead_at,
-                "deliveredTo": letter.sinks_done.split(',').filter(|sink| !sink.is_empty()).collect::<Vec<_>>(),
+                "deadAt": letter.dead_at_micros.map(|micros| micros / 1_000_000),
+                "deliveredTo": letter.sinks_done,
             })
         })
         .collect();
