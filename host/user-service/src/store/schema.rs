@@ -76,14 +76,17 @@ pub(super) async fn migrate(pool: &AnyPool, backend: Backend) -> anyhow::Result<
 
 /// Runs the SQLite migrations, again while another process holds the file's write lock: sqlx
 /// takes no lock on SQLite, and a migrator whose read snapshot another one's commit outdated
-/// gets `SQLITE_BUSY` at once rather than after the busy timeout. Safe to repeat: each
-/// migration commits with its record, so a retry skips what is done.
+/// gets `SQLITE_BUSY` at once rather than after the busy timeout. And a migrator that read the
+/// applied list just before another one committed a migration runs it again and fails on the
+/// record's unique version (`SQLITE_CONSTRAINT`). Safe to repeat: each migration commits with
+/// its record in one transaction (the failed one rolled back whole, its conversion included),
+/// so a retry skips what is done.
 async fn run_sqlite(pool: &AnyPool) -> Result<(), MigrateError> {
     const ATTEMPTS: u32 = 100;
     let mut attempt = 1;
     loop {
         match SQLITE.run(pool).await {
-            Err(error) if attempt < ATTEMPTS && is_busy(&error) => {
+            Err(error) if attempt < ATTEMPTS && lost_a_race(&error) => {
                 attempt += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
@@ -92,8 +95,9 @@ async fn run_sqlite(pool: &AnyPool) -> Result<(), MigrateError> {
     }
 }
 
-/// True for `SQLITE_BUSY` or `SQLITE_LOCKED` (any extended code of either).
-fn is_busy(error: &MigrateError) -> bool {
+/// True for `SQLITE_BUSY`, `SQLITE_LOCKED` or `SQLITE_CONSTRAINT` (any extended code): what a
+/// migrator racing another one on the same file meets.
+fn lost_a_race(error: &MigrateError) -> bool {
     let (MigrateError::Execute(sqlx::Error::Database(database))
     | MigrateError::ExecuteMigration(sqlx::Error::Database(database), _)) = error
     else {
@@ -102,7 +106,7 @@ fn is_busy(error: &MigrateError) -> bool {
     database
         .code()
         .and_then(|code| code.parse::<i32>().ok())
-        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+        .is_some_and(|code| matches!(code & 0xff, 5 | 6 | 19))
 }
 
 /// Adds the columns of [`LEGACY_SQLITE_COLUMNS`] a database made before migrations lacks. A
