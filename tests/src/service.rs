@@ -80,7 +80,7 @@ impl TestService {
                 "captcha-secret".to_owned(),
                 SecretSource::Value(crate::captcha_vendors::TURNSTILE_PASS_SECRET.to_owned()),
             );
-            config.flows.captcha = "captcha".to_owned();
+            config.flows.captcha = Some("captcha".to_owned());
         }
         config
     }

@@ -77,18 +77,29 @@ pub enum LogFormat {
     Json,
 }
 
+/// A slot name in `[flows]`: the empty string (or only spaces) means the slot is disabled.
+fn slot_name<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    let name = name.trim();
+    Ok((!name.is_empty()).then(|| name.to_owned()))
+}
+
 /// Which plugin slots the flows use and when.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FlowConfig {
-    /// Password-policy slot (`password-policy`).
-    #[serde(rename = "password-policy")]
-    pub password_policy: String,
-    /// Breach-check slot (`breach-check`); empty disables the check.
-    #[serde(rename = "breach-check")]
-    pub breach_check: String,
-    /// Captcha slot (`captcha`); empty disables CAPTCHA everywhere.
-    pub captcha: String,
+    /// Password-policy slot (`password-policy`); `None` (`""` in the file) skips the policy.
+    #[serde(rename = "password-policy", deserialize_with = "slot_name")]
+    pub password_policy: Option<String>,
+    /// Breach-check slot (`breach-check`); `None` (`""` in the file) disables the check.
+    #[serde(rename = "breach-check", deserialize_with = "slot_name")]
+    pub breach_check: Option<String>,
+    /// Captcha slot (`captcha`); `None` (`""` in the file, the default) disables CAPTCHA
+    /// everywhere.
+    #[serde(deserialize_with = "slot_name")]
+    pub captcha: Option<String>,
     /// Ask for a CAPTCHA on registration (`captcha-on-register`).
     #[serde(rename = "captcha-on-register")]
     pub captcha_on_register: bool,
@@ -160,9 +171,9 @@ impl FlowConfig {
 impl Default for FlowConfig {
     fn default() -> Self {
         Self {
-            password_policy: "password-policy".to_owned(),
-            breach_check: "breach-check".to_owned(),
-            captcha: String::new(),
+            password_policy: Some("password-policy".to_owned()),
+            breach_check: Some("breach-check".to_owned()),
+            captcha: None,
             captcha_on_register: false,
             captcha_on_reset_request: None,
             captcha_after_failures: 3,
@@ -310,6 +321,23 @@ mod tests {
         let default = flows("");
         assert!(!default.captcha_on_register && !default.captcha_on_reset_request());
         assert!(default.deprecations().is_empty());
+    }
+
+    #[test]
+    fn an_empty_slot_name_disables_the_slot() {
+        let flows = |text: &str| toml::from_str::<ServiceConfig>(text).unwrap().flows;
+        let default = flows("");
+        assert_eq!(default.password_policy.as_deref(), Some("password-policy"));
+        assert_eq!(default.breach_check.as_deref(), Some("breach-check"));
+        assert_eq!(default.captcha, None);
+        let off = flows("[flows]\npassword-policy = \"\"\nbreach-check = \"  \"\ncaptcha = \"\"\n");
+        assert_eq!(
+            (off.password_policy, off.breach_check, off.captcha),
+            (None, None, None)
+        );
+        let named = flows("[flows]\ncaptcha = \"captcha\"\nbreach-check = \"hibp\"\n");
+        assert_eq!(named.captcha.as_deref(), Some("captcha"));
+        assert_eq!(named.breach_check.as_deref(), Some("hibp"));
     }
 
     #[test]

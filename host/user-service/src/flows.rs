@@ -56,9 +56,7 @@ pub async fn check_new_password(
     // The two checks are independent: run them together, so the request waits for the
     // slower one, not the sum.
     let policy = async {
-        if flows.password_policy.is_empty() {
-            return None;
-        }
+        let slot = flows.password_policy.as_deref()?;
         let input = PasswordInput {
             password: password.to_owned(),
             has_mfa,
@@ -66,17 +64,11 @@ pub async fn check_new_password(
         };
         // A staged candidate (shadow or canary) routes by the account; the decision log.
         let account = crate::rollout::account_key(&input.context_words);
-        Some(
-            checks
-                .evaluate_password(&flows.password_policy, &input, account)
-                .await,
-        )
+        Some(checks.evaluate_password(slot, &input, account).await)
     };
     let breach = async {
-        if flows.breach_check.is_empty() {
-            return None;
-        }
-        Some(checks.check_breach(&flows.breach_check, password).await)
+        let slot = flows.breach_check.as_deref()?;
+        Some(checks.check_breach(slot, password).await)
     };
     let (policy, breach) = tokio::join!(policy, breach);
     if let Some(record) = policy {
@@ -132,9 +124,9 @@ pub async fn require_captcha(
     action: &str,
     remote_ip: Option<String>,
 ) -> Result<(), Problem> {
-    if flows.captcha.is_empty() {
+    let Some(slot) = flows.captcha.as_deref() else {
         return Ok(());
-    }
+    };
     let Some(token) = token.filter(|token| !token.trim().is_empty()) else {
         return Err(Problem::new(
             StatusCode::UNAUTHORIZED,
@@ -153,13 +145,13 @@ pub async fn require_captcha(
         remote_ip,
         idempotency_key: None,
     };
-    let record = host.verify_captcha(&flows.captcha, &input).await;
+    let record = host.verify_captcha(slot, &input).await;
     if record
         .fail_policy_applied
         .as_ref()
         .is_some_and(policy_host::PluginError::is_not_loaded)
     {
-        tracing::warn!(slot = %flows.captcha, "captcha configured but no plugin loaded; skipping");
+        tracing::warn!(slot, "captcha configured but no plugin loaded; skipping");
         return Ok(());
     }
     match record.decision.verdict {

@@ -267,7 +267,7 @@ async fn child_process_service_entry() {
     let data = PathBuf::from(data);
     let plugins = harness::PluginDir::new().unwrap();
     let mut config = TestService::config(&data, plugins.path(), "http://127.0.0.1:9", None);
-    config.flows.breach_check = String::new();
+    config.flows.breach_check = None;
     nats_sink(&mut config, &url.to_string_lossy(), true);
     // A short lease: a claim left behind by a killed relay runs out within seconds.
     config.events.batch_size = 4;

@@ -107,17 +107,13 @@ pub async fn login(
     };
     state.throttle.succeeded(&attempt).await?;
     // The password was just proven: check it against the breach corpus now.
-    let breached = if flows.breach_check.is_empty() {
-        false
-    } else {
+    let breached = if let Some(slot) = flows.breach_check.as_deref() {
         matches!(
-            state
-                .host
-                .check_breach(&flows.breach_check, &body.password)
-                .await
-                .outcome,
+            state.host.check_breach(slot, &body.password).await.outcome,
             policy_host::BreachOutcome::Breached { .. }
         )
+    } else {
+        false
     };
     let reset_required = breached || user.reset_required;
     state

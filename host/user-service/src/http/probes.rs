@@ -18,9 +18,8 @@ pub async fn healthz() -> &'static str {
 /// with a registry source (`missing` names the slots that are not).
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let database = state.store.ping().await;
-    let policy = &state.config.flows.password_policy;
     let mut missing = state.host.catalog().missing_sources();
-    if !policy.is_empty()
+    if let Some(policy) = &state.config.flows.password_policy
         && !missing.contains(policy)
         && state
             .host

@@ -93,12 +93,12 @@ pub struct PolicyStatus {
 /// The plugin slots a policy document configures.
 #[derive(Debug, Clone)]
 pub struct PolicySlots {
-    /// The password-policy slot.
-    pub password_policy: String,
-    /// The breach-check slot.
-    pub breach_check: String,
-    /// The CAPTCHA slot.
-    pub captcha: String,
+    /// The password-policy slot, if enabled.
+    pub password_policy: Option<String>,
+    /// The breach-check slot, if enabled.
+    pub breach_check: Option<String>,
+    /// The CAPTCHA slot, if enabled.
+    pub captcha: Option<String>,
 }
 
 /// Fetches, keeps and applies the security policies.
@@ -301,7 +301,10 @@ impl SecurityPolicyService {
             (&self.slots.captcha, document.captcha_settings()),
         ];
         for (slot, settings) in overrides {
-            if slot.is_empty() || self.catalog.slot(slot).is_none() {
+            let Some(slot) = slot.as_deref() else {
+                continue;
+            };
+            if self.catalog.slot(slot).is_none() {
                 continue;
             }
             if let Err(error) = self.catalog.set_setting_overrides(slot, settings) {
