@@ -5,12 +5,15 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header::CACHE_CONTROL};
 use moka::{Expiry, future::Cache};
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 /// A complete, buffered response.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BufferedResponse {
     /// The upstream's status code.
     pub status: StatusCode,
@@ -19,6 +22,27 @@ pub struct BufferedResponse {
     pub headers: HeaderMap,
     /// The whole body, read to its end (within the destination's size limit).
     pub body: Bytes,
+    /// Which secret redactor last found nothing in this response. Clones share it, so a cached
+    /// range is scanned once per set of secret values, not on every hit.
+    pub scanned_clean: ScanMemo,
+}
+
+/// The id of the last [`Redactor`](crate::redact::Redactor) that scanned a response and found
+/// no secret in it (0: none yet). Shared by a response's clones; the response's bytes never
+/// change, so the same redactor would find nothing again.
+#[derive(Debug, Clone, Default)]
+pub struct ScanMemo(Arc<AtomicU64>);
+
+impl ScanMemo {
+    /// True when the redactor `id` already found this response clean.
+    pub fn is_clean_for(&self, id: u64) -> bool {
+        id != 0 && self.0.load(Ordering::Acquire) == id
+    }
+
+    /// Notes that the redactor `id` found this response clean.
+    pub fn mark_clean_for(&self, id: u64) {
+        self.0.store(id, Ordering::Release);
+    }
 }
 
 /// A cached response and how long it may be served.
@@ -121,6 +145,7 @@ mod tests {
             status: StatusCode::from_u16(status).unwrap(),
             headers,
             body: Bytes::new(),
+            ..BufferedResponse::default()
         }
     }
 

@@ -284,6 +284,7 @@ async fn exchange(
         status: parts.status,
         headers: parts.headers,
         body: buffer.freeze(),
+        ..BufferedResponse::default()
     };
     Ok((response, (!closing).then_some(connection)))
 }

@@ -23,7 +23,13 @@ const MIN_NEEDLE_BYTES: usize = 4;
 #[derive(Clone)]
 pub struct Redactor {
     matcher: Option<AhoCorasick>,
+    /// Unique per set of values (0 when there are none), so a response can remember that this
+    /// redactor found it clean ([`crate::cache::ScanMemo`]).
+    id: u64,
 }
+
+/// The next [`Redactor::id`]; never reused, so a remembered id can't name another redactor.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl std::fmt::Debug for Redactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -36,7 +42,10 @@ impl std::fmt::Debug for Redactor {
 impl Redactor {
     /// A redactor that finds nothing.
     pub fn none() -> Self {
-        Self { matcher: None }
+        Self {
+            matcher: None,
+            id: 0,
+        }
     }
 
     /// A redactor for `values` (empty values are ignored).
@@ -60,7 +69,15 @@ impl Redactor {
             .match_kind(MatchKind::LeftmostLongest)
             .build(&needles)
             .ok();
-        Self { matcher }
+        Self {
+            matcher,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// This set of values' id: equal ids, equal matchers (0 when there is nothing to find).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// True when `bytes` holds a secret in any known form.

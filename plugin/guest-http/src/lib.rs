@@ -49,13 +49,14 @@ impl Target {
     }
 }
 
-/// A buffered response.
+/// A buffered response: the status and the whole body.
+///
+/// The response's header fields are not copied into the plugin: no plugin reads them, and
+/// lowering every name and value is a call back into the guest per string, on every decision.
 #[derive(Debug, Clone)]
 pub struct Response {
     /// The HTTP status.
     pub status: u16,
-    /// The header fields.
-    pub headers: Vec<(String, Vec<u8>)>,
     /// The whole body.
     pub body: Vec<u8>,
 }

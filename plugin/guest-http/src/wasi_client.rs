@@ -18,18 +18,20 @@ use wasi::{
             Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
         },
     },
-    io::streams::StreamError,
+    io::streams::{InputStream, StreamError},
 };
 
 /// Sends `request` and reads the whole response. Errors are `wasi:http` error codes (or a short
 /// description), suitable for an `unknown` reason; they never contain request data.
 pub fn send(request: Request<'_>) -> Result<Response, String> {
-    let fields = Fields::new();
-    for (name, value) in request.headers {
-        fields
-            .append(name, value)
-            .map_err(|error| format!("header {name}: {error:?}"))?;
-    }
+    // One call for all the fields, not one per header.
+    let entries: Vec<(String, Vec<u8>)> = request
+        .headers
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), value.to_vec()))
+        .collect();
+    let fields =
+        Fields::from_list(&entries).map_err(|error| format!("request headers: {error:?}"))?;
     let outgoing = OutgoingRequest::new(fields);
     let method = match request.method {
         "GET" => Method::Get,
@@ -80,34 +82,52 @@ pub fn send(request: Request<'_>) -> Result<Response, String> {
     }
     let pending =
         outgoing_handler::handle(outgoing, Some(options)).map_err(|code| format!("{code:?}"))?;
-    pending.subscribe().block();
-    let response = pending
-        .get()
-        .ok_or("no response after waiting")?
+    // A response the host already has (a cached answer) needs no pollable: ask first.
+    let response = match pending.get() {
+        Some(response) => response,
+        None => {
+            pending.subscribe().block();
+            pending.get().ok_or("no response after waiting")?
+        }
+    };
+    let response = response
         .map_err(|()| "response already taken".to_owned())?
         .map_err(|code| format!("{code:?}"))?;
 
     let status = response.status();
-    let headers = response.headers().entries();
     let incoming = response
         .consume()
         .map_err(|()| "response body unavailable".to_owned())?;
     let stream = incoming
         .stream()
         .map_err(|()| "response body stream unavailable".to_owned())?;
-    let mut body = Vec::new();
+    let body = read_to_end(&stream, request.max_body_bytes)?;
+    drop(stream);
+    let _ = IncomingBody::finish(incoming);
+    Ok(Response { status, body })
+}
+
+/// Reads `stream` to its end, refusing more than `max_bytes`.
+///
+/// Each read asks for everything the limit still allows: the host answers with what it has
+/// (a buffered response is one chunk), so a typical body costs one read and no copy here.
+fn read_to_end(stream: &InputStream, max_bytes: usize) -> Result<Vec<u8>, String> {
+    let mut body: Vec<u8> = Vec::new();
     loop {
-        match stream.blocking_read(16 << 10) {
+        // One byte past the limit, so a body that overflows it is seen.
+        let room = (max_bytes - body.len()).saturating_add(1);
+        match stream.blocking_read(u64::try_from(room).unwrap_or(u64::MAX)) {
             Ok(chunk) => {
-                if body.len() + chunk.len() > request.max_body_bytes {
-                    return Err(format!(
-                        "response body larger than {} bytes",
-                        request.max_body_bytes
-                    ));
+                if body.len() + chunk.len() > max_bytes {
+                    return Err(format!("response body larger than {max_bytes} bytes"));
                 }
-                body.extend_from_slice(&chunk);
+                if body.is_empty() {
+                    body = chunk;
+                } else {
+                    body.extend_from_slice(&chunk);
+                }
             }
-            Err(StreamError::Closed) => break,
+            Err(StreamError::Closed) => return Ok(body),
             Err(StreamError::LastOperationFailed(error)) => {
                 return Err(format!(
                     "reading response body: {}",
@@ -116,11 +136,4 @@ pub fn send(request: Request<'_>) -> Result<Response, String> {
             }
         }
     }
-    drop(stream);
-    let _ = IncomingBody::finish(incoming);
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
 }

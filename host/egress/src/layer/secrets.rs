@@ -6,7 +6,7 @@
 use super::{Routed, Stage};
 use crate::{
     EgressError,
-    cache::BufferedResponse,
+    cache::{BufferedResponse, ScanMemo},
     error::Denial,
     redact::{self, Redactor},
     secrets::SecretStore,
@@ -103,18 +103,29 @@ fn sanitize(
             encoding: String::from_utf8_lossy(encoding.as_bytes()).into_owned(),
         });
     }
-    // The common case (nothing to hide) costs one scan and no copy: this runs on every cache hit.
+    // A cached response this same set of secrets already found clean is served as it is: the
+    // bytes can't have changed, so neither can the answer (a rotation makes a new redactor).
+    if response.scanned_clean.is_clean_for(redactor.id()) {
+        return Ok(response);
+    }
+    // The common case (nothing to hide) costs one scan and no copy.
     let leaks = response.headers.iter().any(|(name, value)| {
         redactor.finds(name.as_str().as_bytes()) || redactor.finds(value.as_bytes())
     });
     if leaks {
         response.headers = redact_headers(std::mem::take(&mut response.headers), redactor);
     }
-    if let Some(redacted) = redactor.redact_bytes(&response.body) {
-        response.body = Bytes::from(redacted);
-        response
-            .headers
-            .insert(http::header::CONTENT_LENGTH, response.body.len().into());
+    match redactor.redact_bytes(&response.body) {
+        Some(redacted) => {
+            response.body = Bytes::from(redacted);
+            response
+                .headers
+                .insert(http::header::CONTENT_LENGTH, response.body.len().into());
+            // A new memo: this copy differs from the one it came from.
+            response.scanned_clean = ScanMemo::default();
+        }
+        None if !leaks => response.scanned_clean.mark_clean_for(redactor.id()),
+        None => response.scanned_clean = ScanMemo::default(),
     }
     Ok(response)
 }
@@ -138,4 +149,64 @@ fn redact_headers(headers: http::HeaderMap, redactor: &Redactor) -> http::Header
         clean.append(name, value);
     }
     clean
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(body: &str) -> BufferedResponse {
+        BufferedResponse {
+            body: Bytes::from(body.to_owned()),
+            ..BufferedResponse::default()
+        }
+    }
+
+    #[test]
+    fn a_clean_cached_response_is_scanned_once_per_set_of_secrets() {
+        let entry = cached("0018A45C4D1DEF81644B54AB7F969B88D65:10\r\n");
+        let before_rotation = Redactor::new(["old-secret-value"]);
+        let served = sanitize(entry.clone(), &before_rotation).expect("clean");
+        assert_eq!(served.body, entry.body);
+        assert!(
+            entry.scanned_clean.is_clean_for(before_rotation.id()),
+            "the cached entry remembers the scan"
+        );
+        let after_rotation = Redactor::new(["0018A45C4D1DEF81644B54AB7F969B88D65"]);
+        assert!(!entry.scanned_clean.is_clean_for(after_rotation.id()));
+        let served = sanitize(entry.clone(), &after_rotation).expect("redacted");
+        assert_eq!(
+            &served.body[..],
+            b"[redacted]:10\r\n",
+            "a new secret is looked for"
+        );
+        assert!(
+            !entry.scanned_clean.is_clean_for(after_rotation.id()),
+            "a response that needed redaction is never marked clean"
+        );
+        let served = sanitize(entry, &after_rotation).expect("redacted again");
+        assert_eq!(&served.body[..], b"[redacted]:10\r\n");
+    }
+
+    #[test]
+    fn no_secrets_means_no_memo() {
+        let entry = cached("body");
+        let nothing = Redactor::none();
+        sanitize(entry.clone(), &nothing).expect("clean");
+        assert!(!entry.scanned_clean.is_clean_for(nothing.id()));
+    }
+
+    #[test]
+    fn a_response_whose_headers_were_redacted_is_not_marked_clean() {
+        let mut entry = cached("body");
+        entry
+            .headers
+            .insert("x-echo", HeaderValue::from_static("old-secret-value"));
+        let redactor = Redactor::new(["old-secret-value"]);
+        let served = sanitize(entry.clone(), &redactor).expect("redacted");
+        assert_eq!(served.headers["x-echo"], "[redacted]");
+        assert!(!entry.scanned_clean.is_clean_for(redactor.id()));
+        let served = sanitize(entry, &redactor).expect("redacted again");
+        assert_eq!(served.headers["x-echo"], "[redacted]");
+    }
 }

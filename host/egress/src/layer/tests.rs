@@ -189,6 +189,7 @@ fn the_retry_policy_repeats_only_what_is_safe() {
             status: StatusCode::from_u16(code).unwrap(),
             headers: http::HeaderMap::new(),
             body: Bytes::new(),
+            ..BufferedResponse::default()
         })
     };
     let failed = |error: AttemptError| -> Result<BufferedResponse, EgressError> {
