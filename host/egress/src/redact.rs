@@ -35,6 +35,7 @@ impl std::fmt::Debug for Redactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Redactor")
             .field("active", &self.matcher.is_some())
+            .field("id", &self.id)
             .finish()
     }
 }
