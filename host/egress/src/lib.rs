@@ -46,6 +46,7 @@ pub mod redact;
 pub mod retry;
 pub mod secrets;
 pub mod telemetry;
+pub mod tls;
 pub mod trace;
 
 pub use self::{
