@@ -165,8 +165,7 @@ pub async fn send_once(attempt: Attempt<'_>) -> Result<BufferedResponse, Attempt
             if let Some(shared) = pool.checkout_shared(&key) {
                 turn = None;
                 let pooled = Pooled::Shared(shared);
-                match exchange_pooled(pool, key, pooled, request.clone(), timeouts, max_bytes)
-                    .await
+                match exchange_pooled(pool, key, pooled, request.clone(), timeouts, max_bytes).await
                 {
                     Err(Exchange::NotSent) => break,
                     Err(Exchange::Failed(error)) => return Err(error),
@@ -175,7 +174,14 @@ pub async fn send_once(attempt: Attempt<'_>) -> Result<BufferedResponse, Attempt
             }
         }
     }
-    let (address, fresh) = open(&attempt.host.to_owned(), attempt.addresses, attempt.use_tls, attempt.tls, timeouts.connect).await?;
+    let (address, fresh) = open(
+        &attempt.host.to_owned(),
+        attempt.addresses,
+        attempt.use_tls,
+        attempt.tls,
+        timeouts.connect,
+    )
+    .await?;
     let key = key_for(address);
     match &fresh {
         Pooled::Shared(shared) => pool.share(key.clone(), shared.clone()),
@@ -204,8 +210,8 @@ async fn exchange_pooled(
 ) -> Result<BufferedResponse, Exchange> {
     match connection {
         Pooled::Exclusive(connection) => {
-            let (response, reusable) = exchange_http1(connection, request, timeouts, max_bytes)
-                .await?;
+            let (response, reusable) =
+                exchange_http1(connection, request, timeouts, max_bytes).await?;
             if let Some(connection) = reusable {
                 pool.checkin(key, connection);
             }
@@ -404,7 +410,9 @@ fn never_processed(error: &hyper::Error) -> bool {
     while let Some(cause) = source {
         if let Some(h2) = cause.downcast_ref::<h2::Error>() {
             return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
-                || (h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR));
+                || (h2.is_go_away()
+                    && h2.is_remote()
+                    && h2.reason() == Some(h2::Reason::NO_ERROR));
         }
         source = cause.source();
     }
