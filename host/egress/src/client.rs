@@ -175,7 +175,7 @@ pub async fn send_once(attempt: Attempt<'_>) -> Result<BufferedResponse, Attempt
         }
     }
     let (address, fresh) = open(
-        &attempt.host.to_owned(),
+        attempt.host,
         attempt.addresses,
         attempt.use_tls,
         attempt.tls,
@@ -223,7 +223,7 @@ async fn exchange_pooled(
             if matches!(outcome, Err(Exchange::NotSent)) {
                 pool.forget(&key, &connection);
             }
-            outcome.map(|(response, _)| response)
+            outcome
         }
     }
 }
@@ -334,7 +334,7 @@ async fn exchange_http1(
 ) -> Result<(BufferedResponse, Option<Connection>), Exchange> {
     let wants_close = closes(request.headers());
     let sent = connection.sender.try_send_request(to_origin_form(request));
-    let (response, _) = read_response(sent, timeouts, max_bytes).await?;
+    let response = read_response(sent, timeouts, max_bytes).await?;
     let closing = wants_close || closes(&response.headers);
     Ok((response, (!closing).then_some(connection)))
 }
@@ -353,7 +353,7 @@ async fn read_response<F>(
     sent: F,
     timeouts: AttemptTimeouts,
     max_bytes: usize,
-) -> Result<(BufferedResponse, ()), Exchange>
+) -> Result<BufferedResponse, Exchange>
 where
     F: Future<
         Output = Result<
@@ -400,7 +400,7 @@ where
         headers: parts.headers,
         body: buffer.freeze(),
     };
-    Ok((response, ()))
+    Ok(response)
 }
 
 /// An HTTP/2 stream the server refused (`REFUSED_STREAM`) or cut off by a GOAWAY that says it
