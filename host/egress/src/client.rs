@@ -121,39 +121,62 @@ pub struct Attempt<'a> {
     pub pool: &'a ConnectionPool,
 }
 
+/// How many times one attempt may hand its request to a connection that turns out not to take
+/// it (closed under it, or an HTTP/2 stream refused unprocessed) before giving up.
+const SENDS: usize = 3;
+
 /// Makes one attempt: on a pooled connection to one of the checked addresses when there is
-/// one (a stale one that could not even send the request is dropped and the request goes out
-/// on a fresh connection), else on a new connection, which is pooled (HTTP/1.1, when the
-/// response allows it) or shared at once (HTTP/2).
+/// one, else on a new connection, which is pooled (HTTP/1.1, when the response allows it) or
+/// shared at once (HTTP/2). A request that a connection did not take (a stale pooled one, an
+/// HTTP/2 stream refused before the server's settings arrived, or left unprocessed by a
+/// GOAWAY) goes out again: on the still usable shared connection, else on a fresh one.
 pub async fn send_once(attempt: Attempt<'_>) -> Result<BufferedResponse, AttemptError> {
+    for round in 0..SENDS {
+        // The request is cloned cheaply (the body is shared) in case it is not taken.
+        match send_on_a_connection(&attempt, attempt.request.clone(), round == 0).await {
+            Err(Exchange::NotSent) => {}
+            Err(Exchange::Failed(error)) => return Err(error),
+            Ok(response) => return Ok(response),
+        }
+    }
+    Err(AttemptError::Protocol(format!(
+        "no connection took the request in {SENDS} tries"
+    )))
+}
+
+/// One hand-over of `request`: to an idle HTTP/1.1 connection (only when `idle_allowed`: a
+/// second round goes to a fresh one) or the shared HTTP/2 one, else to a new connection.
+async fn send_on_a_connection(
+    attempt: &Attempt<'_>,
+    request: Request<Bytes>,
+    idle_allowed: bool,
+) -> Result<BufferedResponse, Exchange> {
     let key_for = |address: SocketAddr| PoolKey {
         tls: attempt.use_tls,
         host: attempt.host.to_owned(),
         address,
     };
-    let request = attempt.request;
     let (timeouts, max_bytes, pool) = (attempt.timeouts, attempt.max_response_bytes, attempt.pool);
     for address in attempt.addresses {
         let key = key_for(*address);
-        if let Some(pooled) = pool.checkout(&key) {
-            // The request is cloned cheaply (the body is shared) in case the stale connection
-            // can't send it; on `NotSent` it goes out on the next address or a fresh connection.
-            match exchange_pooled(pool, key, pooled, request.clone(), timeouts, max_bytes).await {
-                Err(Exchange::NotSent) => {}
-                Err(Exchange::Failed(error)) => return Err(error),
-                Ok(response) => return Ok(response),
-            }
+        let pooled = if idle_allowed {
+            pool.checkout(&key)
+        } else {
+            pool.checkout_shared(&key).map(Pooled::Shared)
+        };
+        if let Some(pooled) = pooled {
+            return exchange_pooled(pool, key, pooled, request, timeouts, max_bytes).await;
         }
     }
     let first = attempt
         .addresses
         .first()
-        .ok_or_else(|| AttemptError::Connect("no address".to_owned()))?;
+        .ok_or_else(|| Exchange::Failed(AttemptError::Connect("no address".to_owned())))?;
     // Concurrent first requests to a TLS upstream wait for one another's connection, which
     // may turn out to be HTTP/2 and shared; a wait that lasts past the connect timeout gives
     // up and connects alone.
     let gate = pool.connect_gate(&key_for(*first));
-    let mut turn = match &gate {
+    let turn = match &gate {
         Some(gate) => timeout(timeouts.connect, gate.clone().lock_owned())
             .await
             .ok(),
@@ -163,14 +186,9 @@ pub async fn send_once(attempt: Attempt<'_>) -> Result<BufferedResponse, Attempt
         for address in attempt.addresses {
             let key = key_for(*address);
             if let Some(shared) = pool.checkout_shared(&key) {
-                turn = None;
+                drop(turn);
                 let pooled = Pooled::Shared(shared);
-                match exchange_pooled(pool, key, pooled, request.clone(), timeouts, max_bytes).await
-                {
-                    Err(Exchange::NotSent) => break,
-                    Err(Exchange::Failed(error)) => return Err(error),
-                    Ok(response) => return Ok(response),
-                }
+                return exchange_pooled(pool, key, pooled, request, timeouts, max_bytes).await;
             }
         }
     }
@@ -181,7 +199,8 @@ pub async fn send_once(attempt: Attempt<'_>) -> Result<BufferedResponse, Attempt
         attempt.tls,
         timeouts.connect,
     )
-    .await?;
+    .await
+    .map_err(Exchange::Failed)?;
     let key = key_for(address);
     match &fresh {
         Pooled::Shared(shared) => pool.share(key.clone(), shared.clone()),
@@ -189,17 +208,12 @@ pub async fn send_once(attempt: Attempt<'_>) -> Result<BufferedResponse, Attempt
         Pooled::Exclusive(_) => {}
     }
     drop(turn);
-    match exchange_pooled(pool, key, fresh, request, timeouts, max_bytes).await {
-        Ok(response) => Ok(response),
-        Err(Exchange::NotSent) => Err(AttemptError::Protocol(
-            "the new connection closed before the request was sent".to_owned(),
-        )),
-        Err(Exchange::Failed(error)) => Err(error),
-    }
+    exchange_pooled(pool, key, fresh, request, timeouts, max_bytes).await
 }
 
 /// Sends `request` on `connection` (for `key`): an HTTP/1.1 one is given back to the pool
-/// when it can carry another request, an HTTP/2 one that could not send is no longer shared.
+/// when it can carry another request; an HTTP/2 one that did not take the request and can no
+/// longer send (closed, GOAWAY) is no longer shared.
 async fn exchange_pooled(
     pool: &ConnectionPool,
     key: PoolKey,
@@ -220,7 +234,7 @@ async fn exchange_pooled(
         Pooled::Shared(mut connection) => {
             let sent = connection.sender.try_send_request(to_http2_form(request));
             let outcome = read_response(sent, timeouts, max_bytes).await;
-            if matches!(outcome, Err(Exchange::NotSent)) {
+            if matches!(outcome, Err(Exchange::NotSent)) && !connection.usable() {
                 pool.forget(&key, &connection);
             }
             outcome

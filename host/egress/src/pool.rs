@@ -135,7 +135,7 @@ impl SharedConnection {
     }
 
     /// False once the peer closed it or sent GOAWAY: no new request can go out on it.
-    fn usable(&self) -> bool {
+    pub(crate) fn usable(&self) -> bool {
         !self.sender.is_closed() && self.sender.is_ready()
     }
 }

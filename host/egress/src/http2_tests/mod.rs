@@ -163,6 +163,20 @@ async fn a_goaway_between_requests_is_met_with_a_new_connection() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_racing_a_goaway_go_out_again_on_a_new_connection() {
+    // No waiting for the upstream to close: each request races the GOAWAY that the previous
+    // answer triggered. A stream the upstream never processed (above the GOAWAY's last stream
+    // id) must be sent again on a fresh connection, without a retry of the gateway's own.
+    let upstream = Upstream::start(Alpn::H2, AfterFirst::GoAway).await;
+    let (gateway, policy) = gateway_for(&upstream, no_retries());
+    for round in 0..30 {
+        let url = format!("{}/hello?round={round}", upstream.origin);
+        let response = get(&gateway, &policy, &url).await;
+        assert_eq!(text(&response.unwrap()), "ok HTTP/2.0", "round {round}");
+    }
+}
+
 #[tokio::test]
 async fn a_connection_dropped_between_requests_is_met_with_a_new_connection() {
     let upstream = Upstream::start(Alpn::H2, AfterFirst::Drop).await;
