@@ -18,6 +18,7 @@ pub mod process;
 pub mod registry;
 pub mod replicas;
 pub mod service;
+pub mod tls_hibp;
 pub mod upstream;
 pub mod workload_identity;
 

@@ -1,18 +1,21 @@
-//! One HTTP/1.1 attempt to already-checked addresses: a pooled keep-alive connection or a new
-//! one (connect, TLS), send, read a bounded body, each step under its own timeout.
+//! One attempt to already-checked addresses: a pooled connection (an idle HTTP/1.1 one, or
+//! the shared HTTP/2 one) or a new one (connect, TLS offering `h2` and `http/1.1` by ALPN),
+//! send, read a bounded body, each step under its own timeout.
 
 use crate::{
     cache::BufferedResponse,
-    pool::{Connection, ConnectionPool, PoolKey},
+    pool::{Connection, ConnectionPool, PoolKey, Pooled, Protocol, SharedConnection},
+    tls::ALPN_H2,
 };
 use bytes::{Bytes, BytesMut};
 use http::{
-    Request,
-    header::{CONNECTION, HOST},
+    HeaderMap, Request, Response,
+    header::{CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE},
 };
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::TcpStream,
@@ -105,91 +108,137 @@ pub struct Attempt<'a> {
     pub host: &'a str,
     /// The checked addresses to connect to, tried in order.
     pub addresses: &'a [SocketAddr],
-    /// The canonical request with its absolute URI; sent in origin form with a `Host` header.
+    /// The canonical request with its absolute URI; sent in origin form with a `Host` header
+    /// over HTTP/1.1, with `:authority` over HTTP/2.
     pub request: Request<Bytes>,
     /// The attempt's timeouts.
     pub timeouts: AttemptTimeouts,
     /// The largest response body accepted, in bytes.
     pub max_response_bytes: usize,
-    /// The TLS client configuration (trusted roots, protocol versions).
+    /// The TLS client configuration (trusted roots, protocol versions, ALPN).
     pub tls: &'a Arc<rustls::ClientConfig>,
-    /// Where keep-alive connections are taken from and given back.
+    /// Where connections are taken from and given back.
     pub pool: &'a ConnectionPool,
 }
 
-/// Makes one attempt: on a pooled keep-alive connection to one of the checked addresses when
-/// there is one (a stale one that could not even send the request is dropped and the request
-/// goes out on a fresh connection), else on a new connection, which is pooled afterwards when
-/// the response allows it.
+/// How many times one attempt may hand its request to a connection that turns out not to take
+/// it (closed under it, or an HTTP/2 stream refused unprocessed) before giving up.
+const SENDS: usize = 3;
+
+/// Makes one attempt: on a pooled connection to one of the checked addresses when there is
+/// one, else on a new connection, which is pooled (HTTP/1.1, when the response allows it) or
+/// shared at once (HTTP/2). A request that a connection did not take (a stale pooled one, an
+/// HTTP/2 stream refused before the server's settings arrived, or left unprocessed by a
+/// GOAWAY) goes out again: on the still usable shared connection, else on a fresh one.
 pub async fn send_once(attempt: Attempt<'_>) -> Result<BufferedResponse, AttemptError> {
+    for round in 0..SENDS {
+        // The request is cloned cheaply (the body is shared) in case it is not taken.
+        match send_on_a_connection(&attempt, attempt.request.clone(), round == 0).await {
+            Err(Exchange::NotSent) => {}
+            Err(Exchange::Failed(error)) => return Err(error),
+            Ok(response) => return Ok(response),
+        }
+    }
+    Err(AttemptError::Protocol(format!(
+        "no connection took the request in {SENDS} tries"
+    )))
+}
+
+/// One hand-over of `request`: to an idle HTTP/1.1 connection (only when `idle_allowed`: a
+/// second round goes to a fresh one) or the shared HTTP/2 one, else to a new connection.
+async fn send_on_a_connection(
+    attempt: &Attempt<'_>,
+    request: Request<Bytes>,
+    idle_allowed: bool,
+) -> Result<BufferedResponse, Exchange> {
     let key_for = |address: SocketAddr| PoolKey {
         tls: attempt.use_tls,
         host: attempt.host.to_owned(),
         address,
     };
-    let mut request = Some(attempt.request);
+    let (timeouts, max_bytes, pool) = (attempt.timeouts, attempt.max_response_bytes, attempt.pool);
     for address in attempt.addresses {
         let key = key_for(*address);
-        let Some(connection) = attempt.pool.checkout(&key) else {
-            continue;
+        let pooled = if idle_allowed {
+            pool.checkout(&key)
+        } else {
+            pool.checkout_shared(&key).map(Pooled::Shared)
         };
-        let Some(pending) = request.take() else { break };
-        // Kept (cheaply: the body is shared) in case the stale connection can't send it.
-        let retained = pending.clone();
-        match exchange(
-            connection,
-            pending,
-            attempt.timeouts,
-            attempt.max_response_bytes,
-        )
-        .await
-        {
-            Ok((response, connection)) => {
-                if let Some(connection) = connection {
-                    attempt.pool.checkin(key, connection);
-                }
-                return Ok(response);
-            }
-            // Closed under us before anything was written: try again on a fresh connection.
-            Err(Exchange::NotSent) => request = Some(retained),
-            Err(Exchange::Failed(error)) => return Err(error),
+        if let Some(pooled) = pooled {
+            return exchange_pooled(pool, key, pooled, request, timeouts, max_bytes).await;
         }
     }
-    let Some(request) = request else {
-        return Err(AttemptError::Connect("no address".to_owned()));
-    };
-    let (address, stream) = connect(attempt.addresses, attempt.timeouts.connect).await?;
-    metrics::counter!("egress_connections_opened_total").increment(1);
-    let connection = if attempt.use_tls {
-        let name = rustls::pki_types::ServerName::try_from(attempt.host.to_owned())
-            .map_err(|error| AttemptError::Tls(error.to_string()))?;
-        let connector = tokio_rustls::TlsConnector::from(attempt.tls.clone());
-        let stream = timeout(attempt.timeouts.connect, connector.connect(name, stream))
+    let first = attempt
+        .addresses
+        .first()
+        .ok_or_else(|| Exchange::Failed(AttemptError::Connect("no address".to_owned())))?;
+    // Concurrent first requests to a TLS upstream wait for one another's connection, which
+    // may turn out to be HTTP/2 and shared; a wait that lasts past the connect timeout gives
+    // up and connects alone.
+    let gate = pool.connect_gate(&key_for(*first));
+    let turn = match &gate {
+        Some(gate) => timeout(timeouts.connect, gate.clone().lock_owned())
             .await
-            .map_err(|_| AttemptError::ConnectTimeout)?
-            .map_err(|error| AttemptError::Tls(error.to_string()))?;
-        open(stream).await?
-    } else {
-        open(stream).await?
+            .ok(),
+        None => None,
     };
-    match exchange(
-        connection,
-        request,
-        attempt.timeouts,
-        attempt.max_response_bytes,
+    if gate.is_some() {
+        for address in attempt.addresses {
+            let key = key_for(*address);
+            if let Some(shared) = pool.checkout_shared(&key) {
+                drop(turn);
+                let pooled = Pooled::Shared(shared);
+                return exchange_pooled(pool, key, pooled, request, timeouts, max_bytes).await;
+            }
+        }
+    }
+    let (address, fresh) = open(
+        attempt.host,
+        attempt.addresses,
+        attempt.use_tls,
+        attempt.tls,
+        timeouts.connect,
     )
     .await
-    {
-        Ok((response, connection)) => {
-            if let Some(connection) = connection {
-                attempt.pool.checkin(key_for(address), connection);
+    .map_err(Exchange::Failed)?;
+    let key = key_for(address);
+    match &fresh {
+        Pooled::Shared(shared) => pool.share(key.clone(), shared.clone()),
+        Pooled::Exclusive(_) if attempt.use_tls => pool.learned_http1(key.clone()),
+        Pooled::Exclusive(_) => {}
+    }
+    drop(turn);
+    exchange_pooled(pool, key, fresh, request, timeouts, max_bytes).await
+}
+
+/// Sends `request` on `connection` (for `key`): an HTTP/1.1 one is given back to the pool
+/// when it can carry another request; an HTTP/2 one that did not take the request and can no
+/// longer send (closed, GOAWAY) is no longer shared.
+async fn exchange_pooled(
+    pool: &ConnectionPool,
+    key: PoolKey,
+    connection: Pooled,
+    request: Request<Bytes>,
+    timeouts: AttemptTimeouts,
+    max_bytes: usize,
+) -> Result<BufferedResponse, Exchange> {
+    match connection {
+        Pooled::Exclusive(connection) => {
+            let (response, reusable) =
+                exchange_http1(connection, request, timeouts, max_bytes).await?;
+            if let Some(connection) = reusable {
+                pool.checkin(key, connection);
             }
             Ok(response)
         }
-        Err(Exchange::NotSent) => Err(AttemptError::Protocol(
-            "the new connection closed before the request was sent".to_owned(),
-        )),
-        Err(Exchange::Failed(error)) => Err(error),
+        Pooled::Shared(mut connection) => {
+            let sent = connection.sender.try_send_request(to_http2_form(request));
+            let outcome = read_response(sent, timeouts, max_bytes).await;
+            if matches!(outcome, Err(Exchange::NotSent)) && !connection.usable() {
+                pool.forget(&key, &connection);
+            }
+            outcome
+        }
     }
 }
 
@@ -211,8 +260,44 @@ async fn connect(
     Err(last)
 }
 
+/// A new connection to the first of `addresses` that accepts: TCP, then for `use_tls` the TLS
+/// handshake offering `h2` and `http/1.1`, then the handshake of the protocol the upstream
+/// chose. Counted in `egress_connections_opened_total{protocol}`.
+async fn open(
+    host: &str,
+    addresses: &[SocketAddr],
+    use_tls: bool,
+    tls: &Arc<rustls::ClientConfig>,
+    limit: Duration,
+) -> Result<(SocketAddr, Pooled), AttemptError> {
+    let (address, stream) = connect(addresses, limit).await?;
+    let connection = if use_tls {
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|error| AttemptError::Tls(error.to_string()))?;
+        let connector = tokio_rustls::TlsConnector::from(tls.clone());
+        let stream = timeout(limit, connector.connect(name, stream))
+            .await
+            .map_err(|_| AttemptError::ConnectTimeout)?
+            .map_err(|error| AttemptError::Tls(error.to_string()))?;
+        if stream.get_ref().1.alpn_protocol() == Some(ALPN_H2) {
+            Pooled::Shared(handshake_http2(stream, limit).await?)
+        } else {
+            Pooled::Exclusive(handshake_http1(stream).await?)
+        }
+    } else {
+        Pooled::Exclusive(handshake_http1(stream).await?)
+    };
+    let protocol = match connection {
+        Pooled::Exclusive(_) => Protocol::Http1,
+        Pooled::Shared(_) => Protocol::Http2,
+    };
+    metrics::counter!("egress_connections_opened_total", "protocol" => protocol.label())
+        .increment(1);
+    Ok((address, connection))
+}
+
 /// The HTTP/1.1 handshake on a fresh stream, with a task driving the connection.
-async fn open<S>(stream: S) -> Result<Connection, AttemptError>
+async fn handshake_http1<S>(stream: S) -> Result<Connection, AttemptError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -225,34 +310,83 @@ where
     Ok(Connection::new(sender, task))
 }
 
+/// The HTTP/2 handshake (preface and settings) on a fresh TLS stream, within `limit`, with a
+/// task driving the connection for every request that shares it.
+async fn handshake_http2<S>(stream: S, limit: Duration) -> Result<SharedConnection, AttemptError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(stream));
+    let (sender, connection) = timeout(limit, handshake)
+        .await
+        .map_err(|_| AttemptError::ConnectTimeout)?
+        .map_err(|error| AttemptError::Protocol(error.to_string()))?;
+    let task = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(SharedConnection::new(sender, task))
+}
+
 /// How an exchange on a connection failed.
 enum Exchange {
-    /// The connection was closed before the request was written: it can go out elsewhere.
+    /// The connection was closed (or, over HTTP/2, going away) before the request was
+    /// written: it can go out elsewhere.
     NotSent,
     Failed(AttemptError),
 }
 
-/// Sends `request` on `connection` and reads a bounded body. Gives the connection back when
-/// it can carry another request (the body was read to its end and nobody asked to close).
-async fn exchange(
+/// Sends `request` on an HTTP/1.1 `connection` and reads a bounded body. Gives the connection
+/// back when it can carry another request (the body was read to its end and nobody asked to
+/// close).
+async fn exchange_http1(
     mut connection: Connection,
     request: Request<Bytes>,
     timeouts: AttemptTimeouts,
     max_bytes: usize,
 ) -> Result<(BufferedResponse, Option<Connection>), Exchange> {
-    let failed = Exchange::Failed;
-    let wants_close = request
-        .headers()
-        .get(CONNECTION)
-        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"close"));
+    let wants_close = closes(request.headers());
     let sent = connection.sender.try_send_request(to_origin_form(request));
+    let response = read_response(sent, timeouts, max_bytes).await?;
+    let closing = wants_close || closes(&response.headers);
+    Ok((response, (!closing).then_some(connection)))
+}
+
+fn closes(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONNECTION)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"close"))
+}
+
+/// Waits for the response head of `sent` within the first-byte timeout, then reads the body
+/// chunk by chunk within the between-bytes timeout, refusing more than `max_bytes`. Dropping
+/// the response early (a timeout, the size limit) resets an HTTP/2 stream and closes an
+/// HTTP/1.1 connection; the other streams of an HTTP/2 connection go on.
+async fn read_response<F>(
+    sent: F,
+    timeouts: AttemptTimeouts,
+    max_bytes: usize,
+) -> Result<BufferedResponse, Exchange>
+where
+    F: Future<
+        Output = Result<
+            Response<Incoming>,
+            hyper::client::conn::TrySendError<Request<Full<Bytes>>>,
+        >,
+    >,
+{
+    let failed = Exchange::Failed;
     let response = match timeout(timeouts.first_byte, sent).await {
         Err(_) => return Err(failed(AttemptError::FirstByteTimeout)),
         Ok(Ok(response)) => response,
         Ok(Err(mut error)) => {
-            return Err(match error.take_message() {
-                Some(_unsent) => Exchange::NotSent,
-                None => failed(AttemptError::Protocol(error.into_error().to_string())),
+            let unsent = error.take_message().is_some();
+            let error = error.into_error();
+            return Err(if unsent || never_processed(&error) {
+                Exchange::NotSent
+            } else {
+                failed(AttemptError::Protocol(error.to_string()))
             });
         }
     };
@@ -275,18 +409,29 @@ async fn exchange(
             }
         }
     }
-    let closing = wants_close
-        || parts
-            .headers
-            .get(CONNECTION)
-            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"close"));
     let response = BufferedResponse {
         status: parts.status,
         headers: parts.headers,
         body: buffer.freeze(),
         ..BufferedResponse::default()
     };
-    Ok((response, (!closing).then_some(connection)))
+    Ok(response)
+}
+
+/// An HTTP/2 stream the server refused (`REFUSED_STREAM`) or cut off by a GOAWAY that says it
+/// was not processed (`NO_ERROR` at shutdown): RFC 9113 §8.7 says it is safe to send again.
+fn never_processed(error: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(h2) = cause.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away()
+                    && h2.is_remote()
+                    && h2.reason() == Some(h2::Reason::NO_ERROR));
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// HTTP/1.1 wants `GET /path?query` and a `Host` header, not the absolute URI.
@@ -306,5 +451,38 @@ fn to_origin_form(request: Request<Bytes>) -> Request<Full<Bytes>> {
         .path_and_query()
         .map_or("/", http::uri::PathAndQuery::as_str);
     parts.uri = path.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
+    Request::from_parts(parts, Full::new(body))
+}
+
+/// HTTP/2 takes the absolute URI (`:scheme`, `:authority`, `:path`) and forbids the
+/// connection-specific headers of HTTP/1.1 (RFC 9113 §8.2.2): they are removed, and `Host`
+/// too, since `:authority` carries the checked origin.
+fn to_http2_form(request: Request<Bytes>) -> Request<Full<Bytes>> {
+    let (mut parts, body) = request.into_parts();
+    let headers = &mut parts.headers;
+    // Headers a `Connection` header names are hop-by-hop as well.
+    let named: Vec<http::HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| http::HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [CONNECTION, TRANSFER_ENCODING, UPGRADE, HOST] {
+        headers.remove(name);
+    }
+    for name in ["keep-alive", "proxy-connection"] {
+        headers.remove(name);
+    }
+    if headers
+        .get(TE)
+        .is_some_and(|value| !value.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        headers.remove(TE);
+    }
+    parts.version = http::Version::HTTP_2;
     Request::from_parts(parts, Full::new(body))
 }

@@ -33,6 +33,10 @@ pub struct EgressConfig {
     pub secrets_refresh: Duration,
     /// Secrets by name (`[egress.secrets.<name>]`): where the value comes from.
     pub secrets: BTreeMap<String, SecretSource>,
+    /// PEM files of CA certificates trusted for `https` destinations besides the Mozilla roots
+    /// (`tls-roots`), e.g. a company's internal CA. Read once, when the gateway starts.
+    #[serde(rename = "tls-roots")]
+    pub tls_roots: Vec<PathBuf>,
     /// URL prefixes of plugin destinations that receive the request's W3C `traceparent`
     /// (`trace-context-destinations`; default none: third parties get no trace header).
     #[serde(rename = "trace-context-destinations")]
@@ -50,6 +54,7 @@ impl Default for EgressConfig {
             secrets_refresh: Duration::from_secs(1),
             dns_servers: Vec::new(),
             secrets: BTreeMap::new(),
+            tls_roots: Vec::new(),
             trace_context_destinations: Vec::new(),
         }
     }

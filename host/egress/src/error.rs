@@ -98,6 +98,14 @@ pub enum SetupError {
     /// The TLS client configuration was refused.
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    /// A `tls-roots` file cannot be read or holds no usable certificate.
+    #[error("TLS root certificates in {path}: {reason}")]
+    TlsRoots {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
     /// A destination URL is refused.
     #[error(transparent)]
     Destination(#[from] DestinationError),

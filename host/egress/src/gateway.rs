@@ -25,19 +25,12 @@ pub struct EgressGateway {
 }
 
 impl EgressGateway {
-    /// Loads the secrets and sets up the cache and TLS roots (webpki's Mozilla roots).
+    /// Loads the secrets and sets up the cache and TLS roots (webpki's Mozilla roots, plus the
+    /// configured `tls-roots`).
     pub fn new(config: EgressConfig) -> Result<Self, SetupError> {
         let secrets = Arc::new(SecretStore::load(&config.secrets)?);
         secrets.watch(config.secrets_refresh);
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-        };
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = crate::tls::client_config(&config.tls_roots)?;
         if config.cache_entries.is_some() {
             tracing::warn!(
                 "egress `cache-entries` is no longer used: the response cache is bounded by `cache-bytes`"

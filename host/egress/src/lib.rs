@@ -38,6 +38,8 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod gateway;
+#[cfg(test)]
+mod http2_tests;
 pub mod layer;
 pub mod lock;
 pub mod log_throttle;
@@ -46,6 +48,7 @@ pub mod redact;
 pub mod retry;
 pub mod secrets;
 pub mod telemetry;
+pub mod tls;
 pub mod trace;
 
 pub use self::{

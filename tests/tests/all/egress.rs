@@ -433,3 +433,33 @@ async fn forwarding_and_hop_by_hop_headers_never_reach_the_upstream() {
         }
     }
 }
+
+/// The bundled breach check against an HTTPS range server that speaks HTTP/2 only (as the real
+/// one behind Cloudflare does): the gateway negotiates `h2` by ALPN, the answers are right,
+/// and every lookup (distinct prefixes, so the cache can't answer) shares one connection.
+#[tokio::test]
+async fn the_breach_check_works_over_http2() {
+    let hibp = harness::tls_hibp::TlsHibpServer::start(&[("password123", 2_254_650)]).await;
+    let dir = PluginDir::new().unwrap();
+    dir.publish("breach-check", harness::breach_check_component())
+        .unwrap();
+    let mut config = dir.config();
+    config.egress.tls_roots = vec![hibp.ca.clone()];
+    config.slots.insert(
+        "breach-check".to_owned(),
+        harness::breach_slot(&hibp.url, quick_policy(), &[]),
+    );
+    let host = PolicyHost::start(&config).await.unwrap();
+
+    let breached = host.check_breach("breach-check", "password123").await;
+    assert_eq!(
+        breached.outcome,
+        BreachOutcome::Breached { count: 2_254_650 }
+    );
+    for password in ["correct horse battery staple", "Tr0ub4dor&3", "hunter2"] {
+        let clean = host.check_breach("breach-check", password).await;
+        assert_eq!(clean.outcome, BreachOutcome::Clean, "{password}");
+    }
+    assert_eq!(hibp.requests_over_h2(), 4, "every lookup went over HTTP/2");
+    assert_eq!(hibp.accepted(), 1, "and all on one connection");
+}
