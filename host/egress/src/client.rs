@@ -347,6 +347,15 @@ async fn exchange_http1(
     max_bytes: usize,
 ) -> Result<(BufferedResponse, Option<Connection>), Exchange> {
     let wants_close = closes(request.headers());
+    // A connection just back in the pool may not have finished the previous exchange in its
+    // own task yet: sending now would be refused and cost a new connection. Wait until it asks
+    // for the next request (at once when idle); one that closed instead sent nothing.
+    if !matches!(
+        timeout(timeouts.connect, connection.sender.ready()).await,
+        Ok(Ok(()))
+    ) {
+        return Err(Exchange::NotSent);
+    }
     let sent = connection.sender.try_send_request(to_origin_form(request));
     let response = read_response(sent, timeouts, max_bytes).await?;
     let closing = wants_close || closes(&response.headers);

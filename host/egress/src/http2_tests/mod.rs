@@ -108,6 +108,21 @@ async fn fifty_concurrent_requests_share_one_http2_connection() {
     );
 }
 
+/// A connection checked back in right after its response was read may still be finishing that
+/// exchange in its own task (on another worker thread here); the next request must wait for
+/// it, not open another connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_http1_requests_reuse_one_connection() {
+    let upstream = Upstream::start(Alpn::Http1, AfterFirst::KeepServing).await;
+    let (gateway, policy) = gateway_for(&upstream, no_retries());
+    for i in 0..300 {
+        let url = format!("{}/hello?n={i}", upstream.origin);
+        let response = get(&gateway, &policy, &url).await.unwrap();
+        assert_eq!(text(&response), "ok HTTP/1.1");
+    }
+    assert_eq!(upstream.accepted(), 1, "300 requests, one connection");
+}
+
 #[tokio::test]
 async fn an_upstream_offering_only_http1_is_spoken_to_in_http1() {
     let upstream = Upstream::start(Alpn::Http1, AfterFirst::KeepServing).await;
