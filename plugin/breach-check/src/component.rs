@@ -46,6 +46,7 @@ impl Guest for BreachCheck {
             body: None,
             timeout_ms: Some(config.timeout_ms),
             max_body_bytes: MAX_RANGE_BYTES,
+            read_headers: false,
         };
         let response = match guest_http::send(request) {
             Ok(response) => response,

@@ -115,6 +115,7 @@ fn verify_with_provider(config: &CaptchaSettings, token: &str, input: &CaptchaIn
             body: Some(body.as_bytes()),
             timeout_ms: Some(config.timeout_ms),
             max_body_bytes: MAX_ANSWER_BYTES,
+            read_headers: false,
         };
         let response = match guest_http::send(request) {
             Ok(response) => response,

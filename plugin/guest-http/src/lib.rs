@@ -49,14 +49,13 @@ impl Target {
     }
 }
 
-/// A buffered response: the status and the whole body.
-///
-/// The response's header fields are not copied into the plugin: no plugin reads them, and
-/// lowering every name and value is a call back into the guest per string, on every decision.
+/// A buffered response.
 #[derive(Debug, Clone)]
 pub struct Response {
     /// The HTTP status.
     pub status: u16,
+    /// The header fields, when the request asked for them ([`Request::read_headers`]).
+    pub headers: Vec<(String, Vec<u8>)>,
     /// The whole body.
     pub body: Vec<u8>,
 }
@@ -76,6 +75,9 @@ pub struct Request<'a> {
     pub timeout_ms: Option<u64>,
     /// Bodies longer than this are an error.
     pub max_body_bytes: usize,
+    /// Copies the response's header fields into [`Response::headers`]. Off unless needed:
+    /// lowering each name and value is a call back into the guest, on every decision.
+    pub read_headers: bool,
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -95,6 +95,11 @@ pub fn send(request: Request<'_>) -> Result<Response, String> {
         .map_err(|code| format!("{code:?}"))?;
 
     let status = response.status();
+    let headers = if request.read_headers {
+        response.headers().entries()
+    } else {
+        Vec::new()
+    };
     let incoming = response
         .consume()
         .map_err(|()| "response body unavailable".to_owned())?;
@@ -104,7 +109,11 @@ pub fn send(request: Request<'_>) -> Result<Response, String> {
     let body = read_to_end(&stream, request.max_body_bytes)?;
     drop(stream);
     let _ = IncomingBody::finish(incoming);
-    Ok(Response { status, body })
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Reads `stream` to its end, refusing more than `max_bytes`.

@@ -35,6 +35,7 @@ fn attempt(method: &str, url: &str, headers: &[(&str, &[u8])], body: Option<&[u8
         body,
         timeout_ms: None,
         max_body_bytes: 1 << 20,
+        read_headers: true,
     };
     match guest_http::send(request) {
         Ok(response) => {
