@@ -119,11 +119,17 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<AppState> {
             .decision_log()
             .map_err(|error| anyhow::anyhow!("[rollout] decision-log: {error}"))?,
     );
+    let artifacts = Arc::new(crate::rollout::artifacts::SharedArtifacts::new(
+        store.clone(),
+        host.catalog().engine().clone(),
+        crate::rollout::artifacts::load_key(config.rollout.artifact_key.as_ref())?,
+    ));
     let rollout = Arc::new(crate::rollout::sync::RolloutSync::new(
         store.clone(),
         host.catalog().clone(),
         config.rollout.replica_id(config.listen.port()),
         config.rollout.clone(),
+        artifacts,
     ));
     if config.rollout.enabled {
         rollout.tick().await;
