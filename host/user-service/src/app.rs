@@ -34,6 +34,8 @@ fn metrics_handle() -> PrometheusHandle {
 /// Opens the database, installs missing bundled plugins, starts the policy host.
 pub async fn start(config: ServiceConfig) -> anyhow::Result<AppState> {
     crate::malloc_tuning::tune();
+    // First: what start-up counts (plugin loads, the rollout catch-up) must be recorded too.
+    let metrics = metrics_handle();
     config.check_service_references()?;
     for deprecation in config.flows.deprecations() {
         tracing::warn!("{deprecation}");
@@ -142,7 +144,7 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<AppState> {
         config: Arc::new(config),
         host,
         store,
-        metrics: metrics_handle(),
+        metrics,
         internal,
         security,
         outbox_waker,
