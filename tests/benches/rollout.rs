@@ -5,6 +5,12 @@
 //!   replica to every replica serving the new digest (`GET /admin/plugins`, polled every 5 ms),
 //!   alternating between two versions each replica compiled before (the artifact cache holds
 //!   them: a rollback or re-publication); the first, cold publication is reported apart;
+//! - `rollout/publish-to-all-replicas-cold`: the same for components no replica compiled before
+//!   (the bundled policy with a distinct custom section each round), with the replicas sharing
+//!   an artifact key: the uploading replica compiles during the `PUT` and stores the signed
+//!   artifact, the others deserialize it. `median_ns`/`p99_ns` from the end of the `PUT` to
+//!   every replica serving; `put_median_ns` the `PUT` itself (the one compilation), and
+//!   `total_median_ns`/`total_p99_ns` from its start;
 //! - `rollout/shadow-request-cost`: `POST /v1/password/check` latency on one replica without a
 //!   candidate and with a shadow at 100 % sampling, interleaved in blocks (`ratio` = shadow ÷
 //!   none at the median).
@@ -14,7 +20,10 @@
 
 use harness::{
     components, password_policy_component,
-    replicas::{Replica, admin, desired_body, serve_if_asked, start_fleet},
+    replicas::{
+        Replica, admin, artifact_key_config, desired_body, distinct_component, serve_bytes_body,
+        serve_if_asked, start_fleet,
+    },
 };
 use reqwest::{Client, Method};
 use serde_json::{Value, json};
@@ -46,8 +55,14 @@ async fn serving_sha(client: &Client, replica: &Replica) -> Option<String> {
         .map(|sha| format!("sha256:{sha}"))
 }
 
-/// Publishes `body` through `via` and returns the time until every replica serves it.
-async fn publish(client: &Client, fleet: &[Replica], via: usize, body: &Value) -> Duration {
+/// Publishes `body` through `via` and returns the time until every replica serves it, from the
+/// start of the `PUT` and from its end.
+async fn publish(
+    client: &Client,
+    fleet: &[Replica],
+    via: usize,
+    body: &Value,
+) -> (Duration, Duration) {
     let started = Instant::now();
     let answer: Value = admin(
         client,
@@ -66,6 +81,7 @@ async fn publish(client: &Client, fleet: &[Replica], via: usize, body: &Value) -
         .as_str()
         .expect("a digest")
         .to_owned();
+    let put_done = Instant::now();
     for replica in fleet {
         while serving_sha(client, replica).await.as_deref() != Some(digest.as_str()) {
             assert!(
@@ -75,7 +91,7 @@ async fn publish(client: &Client, fleet: &[Replica], via: usize, body: &Value) -
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    started.elapsed()
+    (started.elapsed(), put_done.elapsed())
 }
 
 fn line(bench: &str, samples: &mut [Duration], extra: Value) {
@@ -119,7 +135,10 @@ fn main() {
         .expect("tokio runtime");
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let fleet = start_fleet(dir.path(), 3, &[], "").await.expect("replicas");
+        let key = artifact_key_config(dir.path(), "artifact.key", &"b7".repeat(32));
+        let fleet = start_fleet(dir.path(), 3, &[], &key)
+            .await
+            .expect("replicas");
         let client = Client::new();
         let next = desired_body(
             std::path::Path::new(components::PASSWORD_POLICY_NEXT),
@@ -127,17 +146,39 @@ fn main() {
             json!({}),
         );
         let bundled = desired_body(password_policy_component(), "serving", json!({}));
-        let cold = publish(&client, &fleet, 0, &next).await;
+        let (cold, _) = publish(&client, &fleet, 0, &next).await;
         let rounds = if quick() { 6 } else { 30 };
         let mut samples = Vec::new();
         for round in 0..rounds {
             let body = if round % 2 == 0 { &bundled } else { &next };
-            samples.push(publish(&client, &fleet, round % 3, body).await);
+            samples.push(publish(&client, &fleet, round % 3, body).await.0);
         }
         line(
             "rollout/publish-to-all-replicas",
             &mut samples,
             json!({ "replicas": 3, "cold_ns": cold.as_nanos() as u64 }),
+        );
+
+        // Cold, compiled once: a component nobody compiled, every round.
+        let (mut after_put, mut totals, mut puts) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let bytes = distinct_component(password_policy_component(), &format!("cold-{round}"));
+            let (total, after) =
+                publish(&client, &fleet, round % 3, &serve_bytes_body(&bytes)).await;
+            after_put.push(after);
+            puts.push(total.saturating_sub(after));
+            totals.push(total);
+        }
+        let ns = |duration: Duration| duration.as_nanos() as u64;
+        line(
+            "rollout/publish-to-all-replicas-cold",
+            &mut after_put,
+            json!({
+                "replicas": 3,
+                "put_median_ns": ns(percentile(&mut puts, 0.5)),
+                "total_median_ns": ns(percentile(&mut totals, 0.5)),
+                "total_p99_ns": ns(percentile(&mut totals, 0.99)),
+            }),
         );
 
         // Shadow cost: blocks without and with a shadow, interleaved.

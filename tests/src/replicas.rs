@@ -197,3 +197,45 @@ pub fn desired_body(component: &Path, stage: &str, fields: serde_json::Value) ->
     }
     body
 }
+
+/// Writes `key` as the artifact key file `name` under `dir` and returns the `[rollout]` line
+/// that configures it (append it to a replica's `extra`).
+pub fn artifact_key_config(dir: &Path, name: &str, key: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{key}\n")).expect("write the artifact key");
+    format!("artifact-key = {{ file = \"{}\" }}\n", path.display())
+}
+
+/// The component at `path` with a custom section naming `label` appended: the same behaviour,
+/// but bytes (and so a digest) no replica has compiled yet — a cold publication.
+pub fn distinct_component(path: &Path, label: &str) -> Vec<u8> {
+    fn leb128(mut value: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut bytes = std::fs::read(path).expect("read the component");
+    let mut payload = Vec::new();
+    leb128(label.len(), &mut payload);
+    payload.extend_from_slice(label.as_bytes());
+    payload.extend_from_slice(b"distinct bytes");
+    bytes.push(0); // a custom section
+    leb128(payload.len(), &mut bytes);
+    bytes.extend(payload);
+    bytes
+}
+
+/// The body of `PUT /admin/plugins/{name}/desired` serving the component `bytes`.
+pub fn serve_bytes_body(bytes: &[u8]) -> serde_json::Value {
+    use base64::Engine as _;
+    serde_json::json!({
+        "component": base64::engine::general_purpose::STANDARD.encode(bytes),
+        "stage": "serving",
+    })
+}

@@ -1,6 +1,7 @@
 //! Compiled components cached on disk by content hash, so a restart (or a rollback to a file
 //! seen before) skips Cranelift.
 
+use crate::shared_artifact::TrustedArtifact;
 use sha2::{Digest, Sha256};
 use std::{
     hash::{Hash, Hasher},
@@ -22,17 +23,60 @@ pub struct ArtifactCache {
 impl ArtifactCache {
     /// A cache in `dir` for components compiled by `engine`.
     pub fn new(dir: impl Into<PathBuf>, engine: &Engine) -> Self {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
         Self {
             dir: dir.into(),
-            fingerprint: format!("{:016x}", hasher.finish()),
+            fingerprint: engine_fingerprint(engine),
         }
     }
 
     fn path_for(&self, sha256: &str) -> PathBuf {
         self.dir
             .join(format!("{sha256}-{}.cwasm", self.fingerprint))
+    }
+
+    /// The cached component for `sha256`, when present and loadable.
+    pub fn load(&self, engine: &Engine, sha256: &str) -> Option<Component> {
+        let path = self.path_for(sha256);
+        if !path.is_file() {
+            return None;
+        }
+        // SAFETY: the cache directory is the service's own (see the type's docs), entries are
+        // named by the source's hash and the engine's fingerprint, and are written atomically
+        // (rename) from artifacts this engine produced or verified, so this file is an artifact
+        // for these bytes that this engine can load.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(component) => Some(component),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "ignoring unusable cached artifact");
+                None
+            }
+        }
+    }
+
+    /// The cached artifact of `sha256` for this engine, as bytes to share with other replicas.
+    pub fn read(&self, sha256: &str) -> Option<TrustedArtifact> {
+        let bytes = std::fs::read(self.path_for(sha256)).ok()?;
+        // The directory's files are this engine's own compilations (see the type's docs).
+        Some(TrustedArtifact::compiled_here(
+            sha256.to_owned(),
+            self.fingerprint.clone(),
+            bytes,
+        ))
+    }
+
+    /// Keeps `artifact` (compiled or verified by this process) for the next start. A cache that
+    /// can't be written only costs a compilation later.
+    pub fn store(&self, artifact: &TrustedArtifact) {
+        if artifact.engine() != self.fingerprint {
+            return;
+        }
+        let path = self.path_for(artifact.sha256());
+        if path.is_file() {
+            return;
+        }
+        if let Err(error) = write_atomically(&self.dir, &path, artifact.bytes()) {
+            tracing::warn!(dir = %self.dir.display(), %error, "could not cache compiled plugin");
+        }
     }
 
     /// The component for `bytes`: from the cache when present and loadable, else compiled and
@@ -43,25 +87,27 @@ impl ArtifactCache {
         bytes: &[u8],
         sha256: &str,
     ) -> wasmtime::Result<Component> {
-        let path = self.path_for(sha256);
-        if path.is_file() {
-            // SAFETY: the cache directory is the service's own (see the type's docs), entries
-            // are named by the source's hash and the engine's fingerprint, and are written
-            // atomically (rename), so this file is an artifact this engine produced for these bytes.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => return Ok(component),
-                Err(error) => {
-                    tracing::warn!(path = %path.display(), %error, "ignoring unusable cached artifact");
-                }
-            }
+        if let Some(component) = self.load(engine, sha256) {
+            return Ok(component);
         }
-        let artifact = engine.precompile_component(bytes)?;
-        if let Err(error) = write_atomically(&self.dir, &path, &artifact) {
-            tracing::warn!(dir = %self.dir.display(), %error, "could not cache compiled plugin");
-        }
+        let artifact = TrustedArtifact::compiled_here(
+            sha256.to_owned(),
+            self.fingerprint.clone(),
+            engine.precompile_component(bytes)?,
+        );
+        self.store(&artifact);
         // SAFETY: `artifact` was produced just above by this same engine.
-        unsafe { Component::deserialize(engine, &artifact) }
+        unsafe { Component::deserialize(engine, artifact.bytes()) }
     }
+}
+
+/// A short name for everything in `engine` that decides whether it can load an artifact: the
+/// wasmtime version and every setting that affects code. Artifacts are shared (on disk, and
+/// between replicas) only among engines with the same fingerprint.
+pub fn engine_fingerprint(engine: &Engine) -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
 }
 
 fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {

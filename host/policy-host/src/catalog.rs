@@ -374,7 +374,9 @@ impl Catalog {
         config.settings = slot.effective_settings();
         let admission = slot.admission.clone();
         let candidate = tokio::task::spawn_blocking(move || {
-            prepare(&engine, &config, &bytes, sha256, admission, provenance)
+            prepare(
+                &engine, &config, &bytes, sha256, admission, provenance, None,
+            )
         })
         .await
         .map_err(|error| LoadError::Internal {
@@ -516,10 +518,11 @@ fn prepare(
     sha256: String,
     admission: Arc<tokio::sync::Semaphore>,
     provenance: Option<Arc<crate::source::Provenance>>,
+    shared: Option<&crate::shared_artifact::TrustedArtifact>,
 ) -> Result<LoadedPlugin, LoadError> {
     let name = slot.name.clone();
     let component = engine
-        .compile(bytes, &sha256)
+        .compile_with(bytes, &sha256, shared)
         .map_err(|error| LoadError::NotAComponent {
             name: name.clone(),
             message: format!("{error:#}"),

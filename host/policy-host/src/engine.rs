@@ -1,11 +1,12 @@
 //! The one wasmtime engine, its linkers, and the epoch ticker that enforces deadlines.
 
 use crate::{
-    artifact_cache::ArtifactCache,
+    artifact_cache::{ArtifactCache, engine_fingerprint},
     bindings::{logging, password_policy::PasswordPolicy, settings, types},
     egress::{EgressGateway, config::EgressConfig},
     kind::PluginKind,
     limits::RuntimeLimits,
+    shared_artifact::TrustedArtifact,
     store_state::PluginState,
     wasi_http::outgoing_handler,
 };
@@ -37,6 +38,7 @@ pub struct PolicyEngine {
     network_linker: Linker<PluginState>,
     gateway: Arc<EgressGateway>,
     cache: Option<ArtifactCache>,
+    fingerprint: String,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -99,6 +101,7 @@ impl PolicyEngine {
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), limits.epoch_tick, ticker_stop.clone())?;
         let cache = cache_dir.map(|dir| ArtifactCache::new(dir, &engine));
+        let fingerprint = engine_fingerprint(&engine);
         Ok(Self {
             engine,
             limits,
@@ -106,6 +109,7 @@ impl PolicyEngine {
             network_linker,
             gateway,
             cache,
+            fingerprint,
             ticker_stop,
         })
     }
@@ -134,16 +138,92 @@ impl PolicyEngine {
         }
     }
 
+    /// This engine's compatibility fingerprint: an artifact is shared only between engines
+    /// with the same one (see [`engine_fingerprint`]).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Compiles `bytes` (component `sha256`) to an artifact other replicas can load, and keeps
+    /// it in the local cache (or takes it from there). CPU-heavy: call it off the request path.
+    pub fn precompile(&self, bytes: &[u8], sha256: &str) -> wasmtime::Result<TrustedArtifact> {
+        if let Some(artifact) = self.cache.as_ref().and_then(|cache| cache.read(sha256)) {
+            return Ok(artifact);
+        }
+        let artifact = TrustedArtifact::compiled_here(
+            sha256.to_owned(),
+            self.fingerprint.clone(),
+            self.engine.precompile_component(bytes)?,
+        );
+        if let Some(cache) = &self.cache {
+            cache.store(&artifact);
+        }
+        Ok(artifact)
+    }
+
     /// Compiles `bytes` (or loads the cached artifact for `sha256`). CPU-heavy: call it off the
     /// request path.
     pub fn compile(&self, bytes: &[u8], sha256: &str) -> wasmtime::Result<Component> {
-        let component = match &self.cache {
-            Some(cache) => cache.load_or_compile(&self.engine, bytes, sha256)?,
-            None => Component::new(&self.engine, bytes)?,
+        self.compile_with(bytes, sha256, None)
+    }
+
+    /// Like [`PolicyEngine::compile`], but loads `shared` (another replica's compilation,
+    /// verified) instead of compiling when it is the artifact of `sha256` for this engine; it
+    /// then goes into the local cache too. An unusable one only costs the compilation.
+    pub fn compile_with(
+        &self,
+        bytes: &[u8],
+        sha256: &str,
+        shared: Option<&TrustedArtifact>,
+    ) -> wasmtime::Result<Component> {
+        let component = match shared.and_then(|shared| self.load_shared(sha256, shared)) {
+            Some(component) => component,
+            None => match &self.cache {
+                Some(cache) => cache.load_or_compile(&self.engine, bytes, sha256)?,
+                None => Component::new(&self.engine, bytes)?,
+            },
         };
         // Build the copy-on-write memory image now rather than on the first decision.
         component.initialize_copy_on_write_image()?;
         Ok(component)
+    }
+
+    fn load_shared(&self, sha256: &str, shared: &TrustedArtifact) -> Option<Component> {
+        if shared.sha256() != sha256 || shared.engine() != self.fingerprint {
+            tracing::warn!(
+                sha256,
+                artifact_sha256 = shared.sha256(),
+                "a shared artifact of another component or engine; compiling instead"
+            );
+            metrics::counter!("plugin_shared_artifacts_total", "outcome" => "unusable")
+                .increment(1);
+            return None;
+        }
+        // The local copy, when there is one, is mapped rather than copied.
+        if let Some(component) = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.load(&self.engine, sha256))
+        {
+            return Some(component);
+        }
+        // SAFETY: a `TrustedArtifact` was compiled by this process or its tag verified with the
+        // deployment's key (see `shared_artifact`), and it is this component's compilation by an
+        // engine of this fingerprint; wasmtime checks the header's compatibility again.
+        match unsafe { Component::deserialize(&self.engine, shared.bytes()) } {
+            Ok(component) => {
+                if let Some(cache) = &self.cache {
+                    cache.store(shared);
+                }
+                Some(component)
+            }
+            Err(error) => {
+                tracing::warn!(sha256, %error, "a verified shared artifact does not load; compiling instead");
+                metrics::counter!("plugin_shared_artifacts_total", "outcome" => "unusable")
+                    .increment(1);
+                None
+            }
+        }
     }
 }
 

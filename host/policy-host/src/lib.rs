@@ -37,6 +37,7 @@ pub mod loaded;
 pub mod password_policy;
 mod plugin_call;
 pub mod rollout;
+pub mod shared_artifact;
 pub mod source;
 pub mod store_state;
 pub mod wasi_http;

@@ -34,6 +34,8 @@ fn metrics_handle() -> PrometheusHandle {
 /// Opens the database, installs missing bundled plugins, starts the policy host.
 pub async fn start(config: ServiceConfig) -> anyhow::Result<AppState> {
     crate::malloc_tuning::tune();
+    // First: what start-up counts (plugin loads, the rollout catch-up) must be recorded too.
+    let metrics = metrics_handle();
     config.check_service_references()?;
     for deprecation in config.flows.deprecations() {
         tracing::warn!("{deprecation}");
@@ -119,11 +121,17 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<AppState> {
             .decision_log()
             .map_err(|error| anyhow::anyhow!("[rollout] decision-log: {error}"))?,
     );
+    let artifacts = Arc::new(crate::rollout::artifacts::SharedArtifacts::new(
+        store.clone(),
+        host.catalog().engine().clone(),
+        crate::rollout::artifacts::load_key(config.rollout.artifact_key.as_ref())?,
+    ));
     let rollout = Arc::new(crate::rollout::sync::RolloutSync::new(
         store.clone(),
         host.catalog().clone(),
         config.rollout.replica_id(config.listen.port()),
         config.rollout.clone(),
+        artifacts,
     ));
     if config.rollout.enabled {
         rollout.tick().await;
@@ -136,7 +144,7 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<AppState> {
         config: Arc::new(config),
         host,
         store,
-        metrics: metrics_handle(),
+        metrics,
         internal,
         security,
         outbox_waker,

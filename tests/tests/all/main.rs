@@ -23,6 +23,7 @@ mod rollout;
 mod schema_adoption;
 mod service;
 mod sessions;
+mod shared_artifacts;
 mod storage;
 mod trace_context;
 mod workload_identity;

@@ -11,6 +11,7 @@ use crate::{
     loaded::LoadedPlugin,
     password_policy::{self, PasswordInput},
     rollout::Staging,
+    shared_artifact::TrustedArtifact,
 };
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -21,18 +22,22 @@ impl Catalog {
     }
 
     /// Compiles, checks and smoke-tests `bytes` for slot `name` with the slot's settings and
-    /// `extra_settings` over them, without serving it. A refusal is kept as the slot's last
+    /// `extra_settings` over them, without serving it. `shared`, another replica's compilation
+    /// of these bytes (verified), replaces the compilation. A refusal is kept as the slot's last
     /// error, like any refused candidate.
     pub async fn prepare_bytes(
         &self,
         name: &str,
         bytes: Vec<u8>,
         extra_settings: &BTreeMap<String, String>,
+        shared: Option<TrustedArtifact>,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
         let slot = self.slots.get(name).ok_or_else(|| LoadError::UnknownSlot {
             name: name.to_owned(),
         })?;
-        let result = self.prepare_bytes_in(slot, bytes, extra_settings).await;
+        let result = self
+            .prepare_bytes_in(slot, bytes, extra_settings, shared)
+            .await;
         if let Err(error) = &result {
             tracing::warn!(plugin = name, %error, "desired version refused; the serving version is unchanged");
             *lock(&slot.last_error) = Some(error.to_string());
@@ -45,6 +50,7 @@ impl Catalog {
         slot: &super::Slot,
         bytes: Vec<u8>,
         extra_settings: &BTreeMap<String, String>,
+        shared: Option<TrustedArtifact>,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
         let name = slot.config.name.clone();
         let sha256 = sha256_hex(&bytes);
@@ -66,7 +72,15 @@ impl Catalog {
             slot.config.max_concurrent as usize,
         ));
         let candidate = tokio::task::spawn_blocking(move || {
-            prepare(&engine, &config, &bytes, sha256, admission, None)
+            prepare(
+                &engine,
+                &config,
+                &bytes,
+                sha256,
+                admission,
+                None,
+                shared.as_ref(),
+            )
         })
         .await
         .map_err(|error| LoadError::Internal {

@@ -32,6 +32,11 @@ pub struct RolloutConfig {
     /// Share of decisions written to the decision log, 0–100 (`decision-log-sample-percent`).
     #[serde(rename = "decision-log-sample-percent")]
     pub decision_log_sample_percent: f64,
+    /// The deployment's key for compiled artifacts shared through the database
+    /// (`artifact-key = { file = "…" }`, at least 32 bytes, the same on every replica). Unset
+    /// (the default): nothing is shared and every replica compiles each new version itself.
+    #[serde(rename = "artifact-key")]
+    pub artifact_key: Option<egress::config::SecretSource>,
 }
 
 impl Default for RolloutConfig {
@@ -45,6 +50,7 @@ impl Default for RolloutConfig {
             max_component_bytes: 32 << 20,
             decision_log: "off".to_owned(),
             decision_log_sample_percent: 100.0,
+            artifact_key: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! replica runs, the fleet view and the rollout report. The stages themselves (shadow, canary,
 //! the diff, the decision log) run in [`policy_host::rollout`].
 
+pub mod artifacts;
 pub mod config;
 pub mod desired_state;
 pub mod fleet;

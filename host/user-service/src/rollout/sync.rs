@@ -3,7 +3,10 @@
 //! changed through the catalog's usual validation, stages or drops candidates, records the
 //! automatic aborts, and writes this replica's fleet rows.
 
-use super::desired_state::{Desired, Version, digest_of};
+use super::{
+    artifacts::SharedArtifacts,
+    desired_state::{Desired, Version, digest_of},
+};
 use crate::store::{DesiredChange, FleetRow, Store};
 use policy_host::{catalog::Catalog, loaded::LoadedPlugin};
 use std::{
@@ -39,6 +42,7 @@ pub struct RolloutSync {
     catalog: Arc<Catalog>,
     replica: String,
     config: super::config::RolloutConfig,
+    artifacts: Arc<SharedArtifacts>,
     /// Woken by the listener (and by admin writes on this replica).
     pub hint: Arc<Notify>,
     applied: tokio::sync::Mutex<BTreeMap<String, Applied>>,
@@ -50,23 +54,30 @@ fn now_ms() -> i64 {
 }
 
 impl RolloutSync {
-    /// A follower for this replica (`replica` is its fleet id); start it with
-    /// [`RolloutSync::spawn`].
+    /// A follower for this replica (`replica` is its fleet id) that loads versions through
+    /// `artifacts` when it can; start it with [`RolloutSync::spawn`].
     pub fn new(
         store: Store,
         catalog: Arc<Catalog>,
         replica: String,
         config: super::config::RolloutConfig,
+        artifacts: Arc<SharedArtifacts>,
     ) -> Self {
         Self {
             store,
             catalog,
             replica,
             config,
+            artifacts,
             hint: Arc::new(Notify::new()),
             applied: tokio::sync::Mutex::new(BTreeMap::new()),
             last_heartbeat: Mutex::new(None),
         }
+    }
+
+    /// The compiled artifacts shared with the other replicas.
+    pub fn artifacts(&self) -> &Arc<SharedArtifacts> {
+        &self.artifacts
     }
 
     /// This replica's id in the fleet.
@@ -262,11 +273,15 @@ impl RolloutSync {
             return None;
         }
         let result = match self.store.component(&version.digest).await {
-            Ok(Some(bytes)) if digest_of(&bytes) == version.digest => self
-                .catalog
-                .prepare_bytes(slot, bytes, &version.settings)
-                .await
-                .map_err(|error| error.to_string()),
+            Ok(Some(bytes)) if digest_of(&bytes) == version.digest => {
+                // Another replica's compilation, when one verifies: no Cranelift here.
+                let sha256 = version.digest.trim_start_matches("sha256:");
+                let shared = self.artifacts.fetch(sha256).await;
+                self.catalog
+                    .prepare_bytes(slot, bytes, &version.settings, shared)
+                    .await
+                    .map_err(|error| error.to_string())
+            }
             Ok(Some(_)) => Err(format!(
                 "the stored bytes of {} do not hash to it",
                 version.digest

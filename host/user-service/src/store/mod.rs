@@ -9,6 +9,7 @@
 mod accounts;
 mod clock;
 mod outbox;
+mod plugin_artifacts;
 mod reset_tokens;
 mod rollout;
 mod schema;
@@ -20,6 +21,7 @@ mod verifications;
 pub use accounts::AccountDetails;
 pub use clock::{monotonic_micros, now, now_micros, random_id};
 pub use outbox::{DeadLetter, DeliveryFailure, DeliveryOutcome, DueEvent, OutboxEvent};
+pub use plugin_artifacts::ArtifactRow;
 pub use rollout::{DesiredChange, DesiredRow, FleetRow};
 pub use sessions::{Revoke, StoredSession};
 pub use users::User;

@@ -102,7 +102,8 @@ pub async fn put_desired(
             error.to_string(),
         )
     })?;
-    let digest = stored_digest(&state, &request).await?;
+    let (digest, uploaded) = stored_digest(&state, &request).await?;
+    share_compilation(&state, &digest, uploaded).await?;
     let settings = serde_json::to_string(&request.settings).map_err(|error| {
         invalid(
             "invalid-request",
@@ -195,8 +196,37 @@ pub async fn put_desired(
     Ok((StatusCode::ACCEPTED, Json(desired_json(&row))).into_response())
 }
 
-/// The digest the request names, after storing its component when it carries one.
-async fn stored_digest(state: &AppState, request: &DesiredRequest) -> Result<String, Problem> {
+/// Compiles the component once, here, and stores the signed artifact before the desired state
+/// names it, so that the other replicas (hinted next) deserialize instead of compiling. A no-op
+/// without an artifact key.
+async fn share_compilation(
+    state: &AppState,
+    digest: &str,
+    uploaded: Option<Vec<u8>>,
+) -> Result<(), Problem> {
+    let artifacts = state.rollout.artifacts();
+    if !artifacts.enabled() {
+        return Ok(());
+    }
+    let bytes = match uploaded {
+        Some(bytes) => bytes,
+        None => match state.store.component(digest).await.map_err(database)? {
+            Some(bytes) => bytes,
+            None => return Ok(()),
+        },
+    };
+    artifacts
+        .publish(digest.trim_start_matches("sha256:"), bytes)
+        .await;
+    Ok(())
+}
+
+/// The digest the request names, after storing its component when it carries one (then also
+/// returned).
+async fn stored_digest(
+    state: &AppState,
+    request: &DesiredRequest,
+) -> Result<(String, Option<Vec<u8>>), Problem> {
     match (&request.component, &request.digest) {
         (Some(encoded), named) => {
             let bytes = STANDARD.decode(encoded.as_bytes()).map_err(|error| {
@@ -229,7 +259,7 @@ async fn stored_digest(state: &AppState, request: &DesiredRequest) -> Result<Str
                 .put_component(&digest, &bytes)
                 .await
                 .map_err(database)?;
-            Ok(digest)
+            Ok((digest, Some(bytes)))
         }
         (None, Some(digest)) => {
             if !is_digest(digest) {
@@ -246,7 +276,7 @@ async fn stored_digest(state: &AppState, request: &DesiredRequest) -> Result<Str
                     "No component is stored under this digest; upload it",
                 ));
             }
-            Ok(digest.clone())
+            Ok((digest.clone(), None))
         }
         (None, None) => Err(invalid(
             "invalid-request",
