@@ -391,9 +391,10 @@ async fn a_captcha_canary_verifies_each_token_once_and_a_captcha_shadow_is_refus
         in_share += usize::from(expected);
         tokens.push(token);
     }
+    // The share's size over many accounts is the password canary test's; here both sides.
     assert!(
-        (8..=28).contains(&in_share),
-        "{in_share} of 60 in a 30 % canary"
+        in_share > 0 && in_share < registrations,
+        "{in_share} of {registrations} in a 30 % canary"
     );
     assert_eq!(
         turnstile.server.request_count(),
