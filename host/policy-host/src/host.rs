@@ -302,7 +302,7 @@ pub(crate) async fn check_breach_on(
             if let Some(plugin) = plugin {
                 record.plugin = Some(plugin.identity.clone());
             }
-            BreachRecord { record, outcome }
+            BreachRecord { outcome, record }
         }
     }
 }
