@@ -5,12 +5,33 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header::CACHE_CONTROL};
 use moka::{Expiry, future::Cache};
 use std::{
+    future::Future,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
+
+tokio::task_local! {
+    /// Set while a call runs under [`observe_cache`]: whether its answer came from the cache.
+    static SERVED_FROM_CACHE: Arc<AtomicBool>;
+}
+
+/// Runs `call` (a [`crate::EgressGateway::send`]) and says whether its answer came from the
+/// cache or a coalesced single-flight fetch rather than from an upstream call of its own: the
+/// decision log records it per egress call. Nothing in the call's signature changes.
+pub async fn observe_cache<F: Future>(call: F) -> (F::Output, bool) {
+    let flag = Arc::new(AtomicBool::new(false));
+    let output = SERVED_FROM_CACHE.scope(flag.clone(), call).await;
+    (output, flag.load(Ordering::Relaxed))
+}
+
+/// Marks the call being observed (if any) as answered without an upstream call of its own.
+pub(crate) fn note_served_from_cache() {
+    // Outside `observe_cache` nobody asked: nothing to record.
+    let _ = SERVED_FROM_CACHE.try_with(|flag| flag.store(true, Ordering::Relaxed));
+}
 
 /// A complete, buffered response.
 #[derive(Debug, Clone, Default)]

@@ -132,33 +132,8 @@ impl PolicyHost {
     /// `unknown` outcome, or a plugin failure, goes through the slot's fail policy (default:
     /// allow, flagged with `breach-check-unavailable`); the record says which.
     pub async fn check_breach(&self, name: &str, password: &str) -> BreachRecord {
-        let outcome = match self.serving(name, PluginKind::BreachCheck) {
-            Ok(plugin) => match plugin.admit(self.catalog.engine()).await {
-                Ok(_instance) => {
-                    match breach_check::check(self.catalog.engine(), &plugin, password).await {
-                        Ok(outcome) => {
-                            plugin.count_decision();
-                            Ok((outcome, plugin))
-                        }
-                        Err(error) => Err(error),
-                    }
-                }
-                Err(error) => Err(error),
-            },
-            Err(error) => Err(error),
-        };
-        match outcome {
-            Ok((outcome, plugin)) => self.breach_record(name, &plugin, outcome),
-            Err(error) => {
-                let outcome = BreachOutcome::Unknown {
-                    reason: error.code().to_owned(),
-                };
-                BreachRecord {
-                    record: self.fail(name, PluginKind::BreachCheck, error),
-                    outcome,
-                }
-            }
-        }
+        let plugin = self.serving(name, PluginKind::BreachCheck);
+        check_breach_on(&self.catalog, name, plugin, password).await
     }
 
     /// The record of a breach-check `outcome` that `plugin` (serving slot `name`) reached: a
@@ -170,29 +145,7 @@ impl PolicyHost {
         plugin: &LoadedPlugin,
         outcome: BreachOutcome,
     ) -> BreachRecord {
-        if let Some(decision) = breach_check::decide(&outcome) {
-            BreachRecord {
-                record: DecisionRecord {
-                    decision,
-                    plugin: Some(plugin.identity.clone()),
-                    fail_policy_applied: None,
-                },
-                outcome,
-            }
-        } else {
-            let reason = if let BreachOutcome::Unknown { reason } = &outcome {
-                reason.clone()
-            } else {
-                String::new()
-            };
-            let error = PluginError::Upstream {
-                name: name.to_owned(),
-                reason,
-            };
-            let mut record = self.fail(name, PluginKind::BreachCheck, error);
-            record.plugin = Some(plugin.identity.clone());
-            BreachRecord { outcome, record }
-        }
+        breach_record_in(&self.catalog, name, plugin, outcome)
     }
 
     /// Verifies a CAPTCHA token with the plugin in slot `name`. A token this host accepted
@@ -200,8 +153,19 @@ impl PolicyHost {
     /// When the provider can't be reached (`captcha-unavailable`) or the plugin fails, the
     /// slot's fail policy for this flow decides (default: closed).
     pub async fn verify_captcha(&self, name: &str, input: &CaptchaInput) -> DecisionRecord {
+        let plugin = self.serving(name, PluginKind::Captcha);
+        self.verify_captcha_with(name, plugin, input).await
+    }
+
+    /// [`PolicyHost::verify_captcha`] with `plugin` (the serving version, or a canary).
+    async fn verify_captcha_with(
+        &self,
+        name: &str,
+        plugin: Result<Arc<LoadedPlugin>, PluginError>,
+        input: &CaptchaInput,
+    ) -> DecisionRecord {
         let flow = input.action.as_str();
-        let plugin = match self.serving(name, PluginKind::Captcha) {
+        let plugin = match plugin {
             Ok(plugin) => plugin,
             Err(error) => return self.fail_for_flow(name, flow, error),
         };
@@ -232,7 +196,11 @@ impl PolicyHost {
             .unwrap_or_else(captcha::new_idempotency_key);
         let _instance = match plugin.admit(self.catalog.engine()).await {
             Ok(permit) => permit,
-            Err(error) => return self.fail_for_flow(name, flow, error),
+            Err(error) => {
+                let mut record = self.fail_for_flow(name, flow, error);
+                record.plugin = identity;
+                return record;
+            }
         };
         match captcha::verify(self.catalog.engine(), &plugin, input, &key).await {
             Ok(decision) if decision.codes().contains(&"captcha-unavailable") => {
@@ -256,7 +224,11 @@ impl PolicyHost {
                     fail_policy_applied: None,
                 }
             }
-            Err(error) => self.fail_for_flow(name, flow, error),
+            Err(error) => {
+                let mut record = self.fail_for_flow(name, flow, error);
+                record.plugin = identity;
+                record
+            }
         }
     }
 
@@ -293,23 +265,98 @@ impl PolicyHost {
     }
 
     fn fail(&self, name: &str, kind: PluginKind, error: PluginError) -> DecisionRecord {
-        let slot = self.catalog.slot(name);
-        let policy = slot.map_or_else(
-            || crate::FailPolicy::default_for(kind),
-            |slot| slot.config.fail_policy,
-        );
-        crate::egress::log_throttle::warn_throttled(
-            &format!("{name} {}", error.code()),
-            |suppressed| {
-                tracing::warn!(plugin = name, %error, ?policy, suppressed, "plugin failed; applying the fail policy");
-            },
-        );
-        DecisionRecord {
-            decision: policy.decide(kind, &error),
-            plugin: slot
-                .and_then(super::catalog::Slot::current)
-                .map(|plugin| plugin.identity.clone()),
-            fail_policy_applied: Some(error),
+        fail_in(&self.catalog, name, kind, error)
+    }
+}
+
+/// Runs breach-check `plugin` (the serving version of slot `name`, a shadow or a canary; an
+/// error when there is none) on `password`, through the slot's fail policy when needed.
+pub(crate) async fn check_breach_on(
+    catalog: &Catalog,
+    name: &str,
+    plugin: Result<Arc<LoadedPlugin>, PluginError>,
+    password: &str,
+) -> BreachRecord {
+    let checked = match plugin {
+        Ok(plugin) => {
+            let outcome = async {
+                let _instance = plugin.admit(catalog.engine()).await?;
+                let outcome = breach_check::check(catalog.engine(), &plugin, password).await?;
+                plugin.count_decision();
+                Ok(outcome)
+            };
+            outcome
+                .await
+                .map_err(|error| (error, Some(plugin.clone())))
+                .map(|outcome| (outcome, plugin))
         }
+        Err(error) => Err((error, None)),
+    };
+    match checked {
+        Ok((outcome, plugin)) => breach_record_in(catalog, name, &plugin, outcome),
+        Err((error, plugin)) => {
+            let outcome = BreachOutcome::Unknown {
+                reason: error.code().to_owned(),
+            };
+            let mut record = fail_in(catalog, name, PluginKind::BreachCheck, error);
+            if let Some(plugin) = plugin {
+                record.plugin = Some(plugin.identity.clone());
+            }
+            BreachRecord { outcome, record }
+        }
+    }
+}
+
+/// See [`PolicyHost::breach_record`].
+fn breach_record_in(
+    catalog: &Catalog,
+    name: &str,
+    plugin: &LoadedPlugin,
+    outcome: BreachOutcome,
+) -> BreachRecord {
+    if let Some(decision) = breach_check::decide(&outcome) {
+        BreachRecord {
+            record: DecisionRecord {
+                decision,
+                plugin: Some(plugin.identity.clone()),
+                fail_policy_applied: None,
+            },
+            outcome,
+        }
+    } else {
+        let reason = if let BreachOutcome::Unknown { reason } = &outcome {
+            reason.clone()
+        } else {
+            String::new()
+        };
+        let error = PluginError::Upstream {
+            name: name.to_owned(),
+            reason,
+        };
+        let mut record = fail_in(catalog, name, PluginKind::BreachCheck, error);
+        record.plugin = Some(plugin.identity.clone());
+        BreachRecord { outcome, record }
+    }
+}
+
+/// The decision of slot `name`'s fail policy for `error`, with the serving identity.
+fn fail_in(catalog: &Catalog, name: &str, kind: PluginKind, error: PluginError) -> DecisionRecord {
+    let slot = catalog.slot(name);
+    let policy = slot.map_or_else(
+        || crate::FailPolicy::default_for(kind),
+        |slot| slot.config.fail_policy,
+    );
+    crate::egress::log_throttle::warn_throttled(
+        &format!("{name} {}", error.code()),
+        |suppressed| {
+            tracing::warn!(plugin = name, %error, ?policy, suppressed, "plugin failed; applying the fail policy");
+        },
+    );
+    DecisionRecord {
+        decision: policy.decide(kind, &error),
+        plugin: slot
+            .and_then(super::catalog::Slot::current)
+            .map(|plugin| plugin.identity.clone()),
+        fail_policy_applied: Some(error),
     }
 }

@@ -28,6 +28,7 @@ pub mod captcha;
 pub mod catalog;
 pub mod config;
 pub mod decision;
+pub mod egress_calls;
 pub mod engine;
 pub mod error;
 pub mod fail_policy;

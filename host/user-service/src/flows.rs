@@ -55,6 +55,9 @@ pub async fn check_new_password(
     }
     // The two checks are independent: run them together, so the request waits for the
     // slower one, not the sum.
+    // A staged candidate (shadow or canary) routes by the account; the decision log.
+    let account = crate::rollout::account_key(&context).map(str::to_owned);
+    let account = account.as_deref();
     let policy = async {
         let slot = flows.password_policy.as_deref()?;
         let input = PasswordInput {
@@ -62,13 +65,11 @@ pub async fn check_new_password(
             has_mfa,
             context_words: context,
         };
-        // A staged candidate (shadow or canary) routes by the account; the decision log.
-        let account = crate::rollout::account_key(&input.context_words);
         Some(checks.evaluate_password(slot, &input, account).await)
     };
     let breach = async {
         let slot = flows.breach_check.as_deref()?;
-        Some(checks.check_breach(slot, password).await)
+        Some(checks.check_breach(slot, password, account).await)
     };
     let (policy, breach) = tokio::join!(policy, breach);
     if let Some(record) = policy {
@@ -116,13 +117,15 @@ pub fn weak_password(report: PasswordReport) -> Problem {
     .findings(report.findings)
 }
 
-/// Verifies a CAPTCHA for `action`; `Ok(())` when allowed or when CAPTCHA is disabled.
+/// Verifies a CAPTCHA for `action` by `account` (the canonical email: a staged canary routes
+/// by it); `Ok(())` when allowed or when CAPTCHA is disabled.
 pub async fn require_captcha(
     host: &PolicyHost,
     flows: &FlowConfig,
     token: Option<&str>,
     action: &str,
     remote_ip: Option<String>,
+    account: Option<&str>,
 ) -> Result<(), Problem> {
     let Some(slot) = flows.captcha.as_deref() else {
         return Ok(());
@@ -145,7 +148,7 @@ pub async fn require_captcha(
         remote_ip,
         idempotency_key: None,
     };
-    let record = host.verify_captcha(slot, &input).await;
+    let record = host.verify_captcha_staged(slot, &input, account).await;
     if record
         .fail_policy_applied
         .as_ref()

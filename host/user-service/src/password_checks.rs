@@ -112,10 +112,16 @@ impl PasswordChecks {
         }
     }
 
-    /// The breach check of slot `slot` on `password`.
-    pub async fn check_breach(&self, slot: &str, password: &str) -> BreachRecord {
+    /// The breach check of slot `slot` on `password`, for `account` (the key a canary routes
+    /// by; see [`PolicyHost::check_breach_staged`]). The native mode has no candidates.
+    pub async fn check_breach(
+        &self,
+        slot: &str,
+        password: &str,
+        account: Option<&str>,
+    ) -> BreachRecord {
         if !self.native {
-            return self.host.check_breach(slot, password).await;
+            return self.host.check_breach_staged(slot, password, account).await;
         }
         let serving = self
             .host

@@ -10,6 +10,9 @@
 //!   says, on every replica and every request; a candidate that traps on live traffic is aborted
 //!   automatically and everyone is back on the serving version.
 
+// Staging breach-check and CAPTCHA candidates; the decision log of every slot.
+mod kinds;
+
 use futures_util::StreamExt as _;
 use harness::{
     components, password_policy_component,

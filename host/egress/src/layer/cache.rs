@@ -9,7 +9,10 @@ use crate::{
     telemetry,
 };
 use http::Method;
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 
 /// Serves cacheable GETs from the cache, fetching each key once.
 pub struct Cache<S> {
@@ -46,12 +49,16 @@ impl<'a, S: Stage<Routed<'a>>> Stage<Routed<'a>> for Cache<S> {
         let key = routed.request.uri().to_string();
         if let Some(entry) = self.cache.get(&key).await {
             telemetry::cache_hit(&telemetry::labels(routed.caller, &routed.origin()));
+            store::note_served_from_cache();
             return Ok((*entry.response).clone());
         }
         let default_ttl = routed.rule.config.cache_ttl;
+        // Whether this call's own fetch ran; if not, a concurrent identical one answered it.
+        let fetched_here = AtomicBool::new(false);
         let fetched = self
             .cache
             .try_get_with(key, async {
+                fetched_here.store(true, Ordering::Relaxed);
                 let response = self.inner.send(routed).await.map_err(Uncached::Failed)?;
                 match store::cache_ttl(&response, default_ttl) {
                     Some(ttl) => Ok(CacheEntry {
@@ -62,6 +69,9 @@ impl<'a, S: Stage<Routed<'a>>> Stage<Routed<'a>> for Cache<S> {
                 }
             })
             .await;
+        if !fetched_here.load(Ordering::Relaxed) {
+            store::note_served_from_cache();
+        }
         match fetched {
             Ok(entry) => Ok((*entry.response).clone()),
             Err(shared) => match &*shared {

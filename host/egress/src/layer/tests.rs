@@ -228,3 +228,65 @@ fn the_retry_policy_repeats_only_what_is_safe() {
     ));
     assert!(!retries(&get, Err(EgressError::DeadlineExceeded), 0));
 }
+
+/// A server on 127.0.0.1 answering every request 200 with `max-age`; counts the requests.
+async fn cacheable_upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::{Arc, atomic::AtomicUsize, atomic::Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/range/", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => head.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                counted.fetch_add(1, Ordering::SeqCst);
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncache-control: public, max-age=600\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    (url, count)
+}
+
+#[tokio::test]
+async fn an_observed_call_says_whether_the_cache_answered_it() {
+    let (url, upstream) = cacheable_upstream().await;
+    let gateway = EgressGateway::new(EgressConfig::default()).unwrap();
+    let policy = CallerPolicy::new(
+        Caller::plugin("breach-check"),
+        &[destination(&url, true)],
+        &CallPolicy::default(),
+    )
+    .unwrap();
+    let target = format!("{url}ABCDE");
+    let (first, cached) =
+        crate::cache::observe_cache(gateway.send(&policy, get(&target), None, soon())).await;
+    assert_eq!(first.unwrap().status, StatusCode::OK);
+    assert!(!cached, "the first call went upstream");
+    let (second, cached) =
+        crate::cache::observe_cache(gateway.send(&policy, get(&target), None, soon())).await;
+    assert_eq!(second.unwrap().status, StatusCode::OK);
+    assert!(cached, "the second call was answered by the cache");
+    assert_eq!(upstream.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Another range is another entry.
+    let (_, cached) = crate::cache::observe_cache(gateway.send(
+        &policy,
+        get(&format!("{url}FFFFF")),
+        None,
+        soon(),
+    ))
+    .await;
+    assert!(!cached);
+    assert_eq!(upstream.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

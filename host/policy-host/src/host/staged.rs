@@ -1,10 +1,18 @@
-//! Password decisions through a slot's staged candidate: a canary answers for the accounts in
-//! its share; a shadow runs after the serving answer, off the response path. Every decision
-//! makes a [`DecisionLine`] for the decision log, and the diff is built from the same lines.
+//! Decisions through a slot's staged candidate, for every plugin kind: a canary answers for
+//! the accounts in its share; a shadow runs after the serving answer, off the response path.
+//! Every decision makes a [`DecisionLine`] (with the egress calls it made) for the decision
+//! log, and the diff is built from the same lines.
+//!
+//! A CAPTCHA slot has no shadow: a token is single-use at the vendor, so a second
+//! verification of the same token by the candidate would fail (`timeout-or-duplicate`) and
+//! say nothing about the candidate; the admin API refuses it, and a shadow plan that reaches
+//! a CAPTCHA slot anyway only counts skipped evaluations.
 
-use super::PolicyHost;
+use super::{BreachRecord, PolicyHost, check_breach_on};
 use crate::{
+    captcha::CaptchaInput,
     decision::DecisionRecord,
+    egress_calls::collect,
     password_policy::PasswordInput,
     rollout::{
         StageKind, Staged,
@@ -12,7 +20,7 @@ use crate::{
         decision_log::{DecisionLine, Role},
     },
 };
-use std::{sync::Arc, time::Instant};
+use std::{future::Future, sync::Arc, time::Instant};
 
 impl PolicyHost {
     /// Judges a new password in slot `name` for `account` (the email, or any stable key of the
@@ -24,48 +32,148 @@ impl PolicyHost {
         input: &PasswordInput,
         account: Option<&str>,
     ) -> DecisionRecord {
-        let catalog = self.catalog.clone();
-        let staging = catalog.staging();
-        let log = staging.decision_log();
-        let staged = staging.get(name);
+        let staged = self.catalog.staging().get(name);
         let started = Instant::now();
-        if let Some(staged) = staged
-            .as_ref()
-            .filter(|staged| staged.routes_to_candidate(name, account))
-        {
-            let record = catalog
-                .evaluate_password_on(name, &staged.plugin, input)
-                .await;
-            let line = DecisionLine::new(name, Role::Canary, &record, started.elapsed());
-            staged.diff.observe_candidate(&line);
-            log.emit(&line);
-            if let Some(reason) = staged.abort_reason() {
-                staging.auto_abort(name, staged, reason);
-            }
+        if let Some(staged) = canary_for(staged.as_ref(), name, account) {
+            let (record, calls, dropped) = collect(self.catalog.evaluate_password_on(
+                name,
+                &staged.plugin,
+                input,
+            ))
+            .await;
+            let line = DecisionLine::new(name, Role::Canary, &record, started.elapsed())
+                .with_egress(calls, dropped);
+            self.finish_canary(name, staged, &line);
             return record;
         }
-        let record = self.evaluate_password(name, input).await;
-        let line = DecisionLine::new(name, Role::Serving, &record, started.elapsed());
-        log.emit(&line);
-        if let Some(staged) = staged {
-            staged.diff.observe_serving(&line);
-            if staged.plan.stage == StageKind::Shadow {
-                self.shadow(name, staged, input, account, line);
-            }
+        let (record, calls, dropped) = collect(self.evaluate_password(name, input)).await;
+        let line = DecisionLine::new(name, Role::Serving, &record, started.elapsed())
+            .with_egress(calls, dropped);
+        if let Some(shadow) = self.finish_serving(staged, &line) {
+            let catalog = self.catalog.clone();
+            let (slot, plugin, input) = (name.to_owned(), shadow.plugin.clone(), input.clone());
+            self.shadow(name, shadow, account, line, move || async move {
+                let started = Instant::now();
+                let (record, calls, dropped) =
+                    collect(catalog.evaluate_password_on(&slot, &plugin, &input)).await;
+                DecisionLine::new(&slot, Role::Shadow, &record, started.elapsed())
+                    .with_egress(calls, dropped)
+            });
         }
         record
     }
 
-    /// Runs the candidate on `input` in a task of its own when the decision is sampled and a
-    /// shadow permit is free (never waits for one), and compares its answer with `serving`.
-    fn shadow(
+    /// Checks `password` against the breach corpus in slot `name` for `account`, like
+    /// [`PolicyHost::evaluate_password_staged`]. A shadow's range request is the serving
+    /// version's: it is answered by the gateway's cache (same URL, same slot), so the corpus
+    /// is not asked twice when its answer is cacheable.
+    pub async fn check_breach_staged(
+        &self,
+        name: &str,
+        password: &str,
+        account: Option<&str>,
+    ) -> BreachRecord {
+        let staged = self.catalog.staging().get(name);
+        let started = Instant::now();
+        if let Some(staged) = canary_for(staged.as_ref(), name, account) {
+            let (breach, calls, dropped) = collect(check_breach_on(
+                &self.catalog,
+                name,
+                Ok(staged.plugin.clone()),
+                password,
+            ))
+            .await;
+            let line = DecisionLine::new(name, Role::Canary, &breach.record, started.elapsed())
+                .with_outcome(&breach.outcome)
+                .with_egress(calls, dropped);
+            self.finish_canary(name, staged, &line);
+            return breach;
+        }
+        let (breach, calls, dropped) = collect(self.check_breach(name, password)).await;
+        let line = DecisionLine::new(name, Role::Serving, &breach.record, started.elapsed())
+            .with_outcome(&breach.outcome)
+            .with_egress(calls, dropped);
+        if let Some(shadow) = self.finish_serving(staged, &line) {
+            let catalog = self.catalog.clone();
+            let (slot, plugin) = (name.to_owned(), shadow.plugin.clone());
+            let password = password.to_owned();
+            self.shadow(name, shadow, account, line, move || async move {
+                let started = Instant::now();
+                let (breach, calls, dropped) =
+                    collect(check_breach_on(&catalog, &slot, Ok(plugin), &password)).await;
+                DecisionLine::new(&slot, Role::Shadow, &breach.record, started.elapsed())
+                    .with_outcome(&breach.outcome)
+                    .with_egress(calls, dropped)
+            });
+        }
+        breach
+    }
+
+    /// Verifies a CAPTCHA in slot `name` for `account`: a canary verifies the token instead of
+    /// the serving version (the vendor sees it once); there is no CAPTCHA shadow (see the
+    /// module's comment).
+    pub async fn verify_captcha_staged(
+        &self,
+        name: &str,
+        input: &CaptchaInput,
+        account: Option<&str>,
+    ) -> DecisionRecord {
+        let staged = self.catalog.staging().get(name);
+        let started = Instant::now();
+        if let Some(staged) = canary_for(staged.as_ref(), name, account) {
+            let (record, calls, dropped) =
+                collect(self.verify_captcha_with(name, Ok(staged.plugin.clone()), input)).await;
+            let line = DecisionLine::new(name, Role::Canary, &record, started.elapsed())
+                .with_egress(calls, dropped);
+            self.finish_canary(name, staged, &line);
+            return record;
+        }
+        let (record, calls, dropped) = collect(self.verify_captcha(name, input)).await;
+        let line = DecisionLine::new(name, Role::Serving, &record, started.elapsed())
+            .with_egress(calls, dropped);
+        if let Some(shadow) = self.finish_serving(staged, &line) {
+            // The token was spent on the serving verification: nothing left to compare.
+            shadow.diff.skip_shadow();
+        }
+        record
+    }
+
+    /// Logs and counts a canary's decision, and aborts the canary when its error rate says so.
+    fn finish_canary(&self, name: &str, staged: &Arc<Staged>, line: &DecisionLine) {
+        let staging = self.catalog.staging();
+        staged.diff.observe_candidate(line);
+        staging.decision_log().emit(line);
+        if let Some(reason) = staged.abort_reason() {
+            staging.auto_abort(name, staged, reason);
+        }
+    }
+
+    /// Logs and counts a serving decision; the staged candidate when it is a shadow.
+    fn finish_serving(
+        &self,
+        staged: Option<Arc<Staged>>,
+        line: &DecisionLine,
+    ) -> Option<Arc<Staged>> {
+        self.catalog.staging().decision_log().emit(line);
+        let staged = staged?;
+        staged.diff.observe_serving(line);
+        (staged.plan.stage == StageKind::Shadow).then_some(staged)
+    }
+
+    /// Runs the candidate (`run` makes its decision line) in a task of its own when the
+    /// decision is sampled and a shadow permit is free (never waits for one), and compares its
+    /// answer with `serving`.
+    fn shadow<F, Fut>(
         &self,
         name: &str,
         staged: Arc<Staged>,
-        input: &PasswordInput,
         account: Option<&str>,
         serving: DecisionLine,
-    ) {
+        run: F,
+    ) where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = DecisionLine> + Send + 'static,
+    {
         let sampled = staged.plan.sample_percent >= 100.0
             || fastrand::f64() * 100.0 < staged.plan.sample_percent;
         let permit = sampled
@@ -77,15 +185,10 @@ impl PolicyHost {
         };
         let catalog = self.catalog.clone();
         let name = name.to_owned();
-        let input = input.clone();
         let account = account.map(|account| account_tag(&staged.plan.salt, account));
         tokio::spawn(async move {
             let _permit = permit;
-            let started = Instant::now();
-            let record = catalog
-                .evaluate_password_on(&name, &staged.plugin, &input)
-                .await;
-            let line = DecisionLine::new(&name, Role::Shadow, &record, started.elapsed());
+            let line = run().await;
             catalog.staging().decision_log().emit(&line);
             staged.diff.compare(&serving, &line, account);
             if let Some(reason) = staged.abort_reason() {
@@ -93,4 +196,13 @@ impl PolicyHost {
             }
         });
     }
+}
+
+/// The staged candidate when it is a canary and `account` is in its share.
+fn canary_for<'a>(
+    staged: Option<&'a Arc<Staged>>,
+    name: &str,
+    account: Option<&str>,
+) -> Option<&'a Arc<Staged>> {
+    staged.filter(|staged| staged.routes_to_candidate(name, account))
 }

@@ -1,7 +1,11 @@
 //! The decision log: one structured line per decision (who decided, what, how fast, whether a
 //! fail policy stood in), never the inputs. The rollout diff is built from the same lines.
 
-use crate::decision::{DecisionRecord, Verdict};
+use crate::{
+    breach_check::BreachOutcome,
+    decision::{DecisionRecord, Verdict},
+    egress_calls::EgressCall,
+};
 use serde::Serialize;
 use std::{
     io::Write,
@@ -51,6 +55,24 @@ pub struct DecisionLine {
     /// The error code when the fail policy decided instead of the plugin.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fail_policy: Option<&'static str>,
+    /// A breach check's outcome (`breached` with its count, `clean`, `unknown`; never the
+    /// reason text): compared too, so a changed count is a reclassification.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<serde_json::Value>,
+    /// The egress calls the decision made, in order (destination, method, status or error,
+    /// cached, latency; see [`EgressCall`]).
+    pub egress: Vec<EgressCall>,
+    /// Egress calls past [`crate::egress_calls::MAX_CALLS_PER_DECISION`], not listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub egress_dropped: u64,
+}
+
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 impl DecisionLine {
@@ -80,7 +102,25 @@ impl DecisionLine {
                 .fail_policy_applied
                 .as_ref()
                 .map(crate::error::PluginError::code),
+            outcome: None,
+            egress: Vec::new(),
+            egress_dropped: 0,
         }
+    }
+
+    /// The line with the egress calls the decision made (from [`crate::egress_calls::collect`]).
+    #[must_use]
+    pub fn with_egress(mut self, calls: Vec<EgressCall>, dropped: u64) -> Self {
+        self.egress = calls;
+        self.egress_dropped = dropped;
+        self
+    }
+
+    /// The line with a breach check's outcome.
+    #[must_use]
+    pub fn with_outcome(mut self, outcome: &BreachOutcome) -> Self {
+        self.outcome = serde_json::to_value(outcome).ok();
+        self
     }
 }
 

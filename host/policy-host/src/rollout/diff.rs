@@ -22,7 +22,7 @@ pub enum Change {
     Stricter,
     /// Deny or challenge became allow.
     Looser,
-    /// Same verdict (or deny ↔ challenge) with other codes.
+    /// Same verdict (or deny ↔ challenge) with other codes, or another breach outcome (count).
     Reclassified,
 }
 
@@ -31,7 +31,13 @@ pub fn classify(serving: &DecisionLine, candidate: &DecisionLine) -> Change {
     match (serving.verdict, candidate.verdict) {
         (Verdict::Allow, Verdict::Deny | Verdict::Challenge) => Change::Stricter,
         (Verdict::Deny | Verdict::Challenge, Verdict::Allow) => Change::Looser,
-        (before, after) if before == after && serving.codes == candidate.codes => Change::Unchanged,
+        (before, after)
+            if before == after
+                && serving.codes == candidate.codes
+                && serving.outcome == candidate.outcome =>
+        {
+            Change::Unchanged
+        }
         _ => Change::Reclassified,
     }
 }
@@ -268,5 +274,73 @@ fn change_label(change: Change) -> &'static str {
         Change::Stricter => "stricter",
         Change::Looser => "looser",
         Change::Reclassified => "reclassified",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        BreachOutcome,
+        decision::{Decision, DecisionRecord, Finding},
+    };
+    use std::time::Duration;
+
+    fn line(verdict: Verdict, codes: &[&str], outcome: Option<BreachOutcome>) -> DecisionLine {
+        let record = DecisionRecord {
+            decision: Decision {
+                verdict,
+                findings: codes.iter().map(|code| Finding::new(*code, "")).collect(),
+                attributes: Vec::new(),
+            },
+            plugin: None,
+            fail_policy_applied: None,
+        };
+        let line = DecisionLine::new(
+            "breach-check",
+            super::super::decision_log::Role::Serving,
+            &record,
+            Duration::ZERO,
+        );
+        match outcome {
+            Some(outcome) => line.with_outcome(&outcome),
+            None => line,
+        }
+    }
+
+    #[test]
+    fn another_breach_count_with_the_same_verdict_is_a_reclassification() {
+        let breached = |count| Some(BreachOutcome::Breached { count });
+        let serving = line(Verdict::Deny, &["breached"], breached(42));
+        assert_eq!(
+            classify(&serving, &line(Verdict::Deny, &["breached"], breached(42))),
+            Change::Unchanged
+        );
+        assert_eq!(
+            classify(&serving, &line(Verdict::Deny, &["breached"], breached(7))),
+            Change::Reclassified
+        );
+        assert_eq!(
+            classify(
+                &serving,
+                &line(Verdict::Allow, &[], Some(BreachOutcome::Clean))
+            ),
+            Change::Looser
+        );
+        // Allowed either way, but one knew and the other could not ask.
+        let clean = line(Verdict::Allow, &[], Some(BreachOutcome::Clean));
+        let unknown = line(
+            Verdict::Allow,
+            &[],
+            Some(BreachOutcome::Unknown {
+                reason: "secret reason".to_owned(),
+            }),
+        );
+        assert_eq!(classify(&clean, &unknown), Change::Reclassified);
+        assert!(
+            !serde_json::to_string(&unknown)
+                .unwrap()
+                .contains("secret reason")
+        );
     }
 }

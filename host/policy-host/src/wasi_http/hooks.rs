@@ -1,6 +1,7 @@
 //! The bridge from `wasi:http` to the gateway: wasmtime-wasi-http calls
 //! [`WasiHttpHooks::send_request`] for every outgoing request a plugin makes.
 
+use crate::egress_calls::{EgressCall, EgressCalls};
 use egress::{
     CallerPolicy, EgressError, EgressGateway, TimeoutOverrides, client::AttemptError, trace,
 };
@@ -16,6 +17,9 @@ pub struct EgressHooks {
     /// The trace of the request the decision serves ([`trace::TRACEPARENT`] when the
     /// store was made), sent only to destinations that opt in.
     traceparent: Option<String>,
+    /// The egress calls of the decision this store serves ([`crate::egress_calls::collect`]),
+    /// for its decision-log line.
+    calls: Option<EgressCalls>,
 }
 
 impl EgressHooks {
@@ -25,6 +29,7 @@ impl EgressHooks {
             route: Some((gateway, egress)),
             deadline,
             traceparent: trace::current(),
+            calls: crate::egress_calls::current(),
         }
     }
 
@@ -34,6 +39,7 @@ impl EgressHooks {
             route: None,
             deadline,
             traceparent: None,
+            calls: crate::egress_calls::current(),
         }
     }
 }
@@ -60,8 +66,19 @@ impl WasiHttpHooks for EgressHooks {
         let route = self.route.clone();
         let deadline = self.deadline;
         let traceparent = self.traceparent.clone();
+        let calls = self.calls.clone();
         Box::new(async move {
             let Some((gateway, egress)) = route else {
+                if let Some(calls) = &calls {
+                    calls.record(EgressCall::new(
+                        request.method(),
+                        request.uri(),
+                        None,
+                        Err("denied"),
+                        false,
+                        std::time::Duration::ZERO,
+                    ));
+                }
                 return Err(HttpError::HttpRequestDenied);
             };
             let limit = gateway.config().max_request_bytes;
@@ -77,15 +94,29 @@ impl WasiHttpHooks for EgressHooks {
                 .await
                 .map_err(|_| HttpError::HttpRequestBodySize(None))?
                 .to_bytes();
-            let response = gateway
-                .send(
-                    &egress,
-                    http::Request::from_parts(parts, body),
-                    options.map(overrides),
-                    deadline,
-                )
-                .await
-                .map_err(to_wasi_error)?;
+            let (method, uri) = (parts.method.clone(), parts.uri.clone());
+            let started = Instant::now();
+            let (response, cached) = egress::cache::observe_cache(gateway.send(
+                &egress,
+                http::Request::from_parts(parts, body),
+                options.map(overrides),
+                deadline,
+            ))
+            .await;
+            if let Some(calls) = &calls {
+                calls.record(EgressCall::new(
+                    &method,
+                    &uri,
+                    egress.rule_for(&uri),
+                    response
+                        .as_ref()
+                        .map(|response| response.status)
+                        .map_err(crate::egress_calls::error_kind),
+                    cached,
+                    started.elapsed(),
+                ));
+            }
+            let response = response.map_err(to_wasi_error)?;
             let mut builder = http::Response::builder().status(response.status);
             if let Some(headers) = builder.headers_mut() {
                 *headers = response.headers;

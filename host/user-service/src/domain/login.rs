@@ -52,6 +52,7 @@ pub(crate) async fn throttled_attempt(
             captcha_token,
             action,
             Some(client.to_string()),
+            Some(email),
         )
         .await
         .err(),
@@ -109,7 +110,11 @@ pub async fn login(
     // The password was just proven: check it against the breach corpus now.
     let breached = if let Some(slot) = flows.breach_check.as_deref() {
         matches!(
-            state.host.check_breach(slot, &body.password).await.outcome,
+            state
+                .host
+                .check_breach_staged(slot, &body.password, Some(&email))
+                .await
+                .outcome,
             policy_host::BreachOutcome::Breached { .. }
         )
     } else {

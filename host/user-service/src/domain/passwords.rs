@@ -165,6 +165,7 @@ pub async fn request_reset(
             body.captcha_token.as_deref(),
             "password_reset",
             Some(caller.client.to_string()),
+            Some(&email),
         )
         .await?;
     }

@@ -73,6 +73,7 @@ pub async fn register(
             body.captcha_token.as_deref(),
             "register",
             Some(caller.client.to_string()),
+            Some(&email),
         )
         .await?;
     }

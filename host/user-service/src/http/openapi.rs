@@ -618,7 +618,7 @@ pub fn build() -> Value {
     // Rollout: desired state, stages, fleet (see README "Rolling a plugin out"); merged
     // separately to stay within `json!`'s recursion limit.
     let rollout = json!({
-            "/admin/plugins/{name}/desired": { "put": with_request_body(admin("Set the desired version of a plugin slot for every replica: upload or digest, stage (serving, shadow, canary) and share", json!({
+            "/admin/plugins/{name}/desired": { "put": with_request_body(admin("Set the desired version of a plugin slot for every replica: upload or digest, stage (serving, shadow, canary; a captcha slot has no shadow: 400 stage-unsupported) and share", json!({
                 "202": json_response("Written; every replica applies it within a second (see GET /admin/plugins/fleet). With [rollout] artifact-key, this replica first compiled the component and stored the signed artifact, which the others load instead of compiling", desired.clone()),
                 "400": problem("The body is not a usable desired state", &["invalid-request", "invalid-stage", "invalid-percent", "invalid-component", "invalid-digest", "digest-mismatch", "component-too-large", "stage-unsupported"]),
                 "413": problem("The body is larger than the component limit", &["body-too-large"]),

@@ -131,12 +131,14 @@ pub async fn put_desired(
             settings: &settings,
         },
         Some(stage_kind) => {
-            if kind != PluginKind::PasswordPolicy {
+            // A CAPTCHA token is single-use at the vendor: a shadow would verify it a second
+            // time and only learn `timeout-or-duplicate`. A canary verifies it once.
+            if kind == PluginKind::Captcha && stage_kind == StageKind::Shadow {
                 return Err(invalid(
                     "stage-unsupported",
-                    "Only password-policy slots can stage a candidate",
+                    "A CAPTCHA slot cannot shadow a candidate",
                     format!(
-                        "`{name}` is a {kind} slot: a shadow or canary would call its upstream twice; publish it as serving"
+                        "`{name}` is a captcha slot: its tokens are single-use, so a shadow would verify each one twice; stage it as a canary"
                     ),
                 ));
             }
