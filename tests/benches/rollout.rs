@@ -188,7 +188,7 @@ fn main() {
         let shadow_body = desired_body(
             password_policy_component(),
             "shadow",
-            json!({ "sample-percent": 100, "max-concurrent": 4, "settings": { "min-length": "20" } }),
+            json!({ "sample-percent": shadow_sample_percent(), "max-concurrent": 4, "settings": { "min-length": "20" } }),
         );
         for block in 0..blocks {
             none.extend(checks(&client, &fleet[0], per_block, block * per_block * 2).await);
@@ -215,7 +215,7 @@ fn main() {
             json!({ "replicas": 3 }),
         );
         line(
-            "rollout/shadow-request-cost/shadow-100",
+            &format!("rollout/shadow-request-cost/shadow-{}", shadow_sample_percent()),
             &mut shadow,
             json!({
                 "replicas": 3,
@@ -223,4 +223,14 @@ fn main() {
             }),
         );
     });
+}
+
+/// The shadow's sampling rate for the request-cost lines (`SHADOW_SAMPLE_PERCENT`, default 100:
+/// the worst case).
+fn shadow_sample_percent() -> u32 {
+    std::env::var("SHADOW_SAMPLE_PERCENT")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .filter(|percent| *percent <= 100)
+        .unwrap_or(100)
 }

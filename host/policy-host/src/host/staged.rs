@@ -187,6 +187,10 @@ impl PolicyHost {
         let name = name.to_owned();
         let account = account.map(|account| account_tag(&staged.plan.salt, account));
         tokio::spawn(async move {
+            // A task spawned here waits in this worker's LIFO slot, where no other worker can
+            // steal it and where it runs before the next request this worker reads: yielding
+            // once puts it at the back of the queue, behind the request path.
+            tokio::task::yield_now().await;
             let _permit = permit;
             let line = run().await;
             catalog.staging().decision_log().emit(&line);
