@@ -43,14 +43,20 @@ pub enum RangeLookup {
 pub fn find_count(body: impl AsRef<[u8]>, suffix: &str) -> RangeLookup {
     let body = body.as_ref();
     let suffix = suffix.as_bytes();
-    match <[u8; SUFFIX_LEN]>::try_from(suffix) {
-        Ok(mut key) if key.iter().all(u8::is_ascii_hexdigit) => {
-            key.make_ascii_uppercase();
+    match upper_case_key(suffix) {
+        Some(key) if key.iter().all(u8::is_ascii_hexdigit) => {
             search_sorted(body, &key).unwrap_or_else(|| find_line_by_line(body, &key))
         }
         // No valid line can hold it: the scan only has to tell Absent from Unparseable.
         _ => find_line_by_line(body, suffix),
     }
+}
+
+/// `suffix` in upper case, when it has the length of one; the key the search compares.
+fn upper_case_key(suffix: &[u8]) -> Option<[u8; SUFFIX_LEN]> {
+    let mut key = <[u8; SUFFIX_LEN]>::try_from(suffix).ok()?;
+    key.make_ascii_uppercase();
+    Some(key)
 }
 
 /// One valid line found by a probe: where it starts, where it ends (its `\n`, or the body's
@@ -119,7 +125,7 @@ fn search_sorted(body: &[u8], key: &[u8; SUFFIX_LEN]) -> Option<RangeLookup> {
     } else {
         low
     };
-    match find_line_by_line(&body[low..end.min(body.len())], key) {
+    match find_line_by_line(&body[low..end], key) {
         RangeLookup::Unparseable if !seen_valid_line => None,
         RangeLookup::Unparseable => Some(RangeLookup::Absent),
         answer => Some(answer),
@@ -131,12 +137,10 @@ fn first_valid_line(body: &[u8], mut from: usize, before: usize) -> Option<Probe
     while from < before {
         let end = line_end(body, from);
         if let Some((candidate, count)) = parse_line(&body[from..end]) {
-            let mut key = <[u8; SUFFIX_LEN]>::try_from(candidate).ok()?;
-            key.make_ascii_uppercase();
             return Some(ProbedLine {
                 start: from,
                 end,
-                key,
+                key: upper_case_key(candidate)?,
                 count,
             });
         }
@@ -492,8 +496,7 @@ mod tests {
                 _ => SUFFIX.to_owned(),
             };
             let body = messy_body(&mut random, lines, SUFFIX, true);
-            let mut key = <[u8; SUFFIX_LEN]>::try_from(target.as_bytes()).expect("35 bytes");
-            key.make_ascii_uppercase();
+            let key = upper_case_key(target.as_bytes()).expect("35 bytes");
             answered_by_the_search += usize::from(search_sorted(body.as_bytes(), &key).is_some());
             assert_eq!(
                 find_count(&body, &target),
@@ -514,8 +517,7 @@ mod tests {
         let (body, lines) = realistic_body(5, 900, &[]);
         for index in (0..900).step_by(7) {
             let (suffix, count) = entry(&lines, index);
-            let mut key = <[u8; SUFFIX_LEN]>::try_from(suffix.as_bytes()).expect("35 bytes");
-            key.make_ascii_uppercase();
+            let key = upper_case_key(suffix.as_bytes()).expect("35 bytes");
             let answer = search_sorted(body.as_bytes(), &key);
             if count == 0 {
                 // A padding line: absent, or left to the full scan when a probe lands on it.
@@ -527,8 +529,7 @@ mod tests {
                 assert_eq!(answer, Some(RangeLookup::Found(count)), "line {index}");
             }
         }
-        let miss = <[u8; SUFFIX_LEN]>::try_from(&b"0123456789ABCDEF0123456789ABCDEF012"[..])
-            .expect("35 bytes");
+        let miss = upper_case_key(b"0123456789ABCDEF0123456789ABCDEF012").expect("35 bytes");
         assert_eq!(
             search_sorted(body.as_bytes(), &miss),
             Some(RangeLookup::Absent)
