@@ -47,6 +47,10 @@ pub struct Destination {
     pub port: u16,
     /// A canonical path; `/range` covers `/range` and `/range/...`, `/range/` only the latter.
     pub path_prefix: String,
+    /// [`Destination::origin`], spelled once: every call uses it as a key or a label.
+    origin: String,
+    /// [`Destination::authority`], spelled once: every call sends it as `Host`.
+    authority: String,
 }
 
 impl Destination {
@@ -68,11 +72,19 @@ impl Destination {
                 url: url.to_owned(),
             });
         }
+        let authority = origin.authority();
+        let origin_text = if origin.host.contains(':') {
+            format!("{}://[{}]:{}", origin.scheme, origin.host, origin.port)
+        } else {
+            format!("{}://{}:{}", origin.scheme, origin.host, origin.port)
+        };
         Ok(Self {
             scheme: origin.scheme.to_owned(),
             host: origin.host,
             port: origin.port,
             path_prefix: uri.path().to_owned(),
+            origin: origin_text,
+            authority,
         })
     }
 
@@ -82,36 +94,27 @@ impl Destination {
         let Ok(origin) = canonical::origin_of(uri) else {
             return false;
         };
+        canonical::check_path(uri.path()).is_ok() && self.matches_checked(&origin, uri.path())
+    }
+
+    /// [`Destination::matches`] for a URL already checked: `origin` from
+    /// [`canonical::origin_of`] and a `path` that passed [`canonical::check_path`].
+    pub fn matches_checked(&self, origin: &canonical::Origin, path: &str) -> bool {
         origin.scheme == self.scheme
             && origin.host == self.host
             && origin.port == self.port
-            && canonical::check_path(uri.path()).is_ok()
-            && canonical::path_is_under(uri.path(), &self.path_prefix)
+            && canonical::path_is_under(path, &self.path_prefix)
     }
 
     /// `scheme://host:port`, the key for per-destination state (breaker, budget, limits).
-    pub fn origin(&self) -> String {
-        if self.host.contains(':') {
-            format!("{}://[{}]:{}", self.scheme, self.host, self.port)
-        } else {
-            format!("{}://{}:{}", self.scheme, self.host, self.port)
-        }
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// `host[:port]` for the `Host` header: the checked origin alone (the port only when not
     /// the scheme's default), never userinfo.
-    pub fn authority(&self) -> String {
-        let scheme = if self.scheme == "https" {
-            "https"
-        } else {
-            "http"
-        };
-        canonical::Origin {
-            scheme,
-            host: self.host.clone(),
-            port: self.port,
-        }
-        .authority()
+    pub fn authority(&self) -> &str {
+        &self.authority
     }
 }
 

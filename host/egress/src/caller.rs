@@ -96,4 +96,12 @@ impl CallerPolicy {
     pub fn rule_for(&self, uri: &http::Uri) -> Option<&Rule> {
         self.rules.iter().find(|rule| rule.destination.matches(uri))
     }
+
+    /// [`CallerPolicy::rule_for`] for a URL the gateway has already checked (see
+    /// [`crate::allowlist::Destination::matches_checked`]).
+    pub fn rule_for_checked(&self, origin: &crate::canonical::Origin, path: &str) -> Option<&Rule> {
+        self.rules
+            .iter()
+            .find(|rule| rule.destination.matches_checked(origin, path))
+    }
 }

@@ -306,8 +306,35 @@ pub fn path_is_under(path: &str, prefix: &str) -> bool {
 /// The URI rebuilt from its checked parts: canonical scheme and authority, the path and query
 /// exactly as written (after [`check_path`]).
 pub fn canonical_uri(uri: &Uri) -> Result<Uri, NonCanonical> {
-    let origin = origin_of(uri)?;
+    canonical_uri_and_origin(uri.clone()).map(|(uri, _)| uri)
+}
+
+/// [`canonical_uri`], also giving the checked origin, and keeping `uri` itself when it is
+/// already spelled exactly as the rebuilt one would be (the usual case: a plugin's URL).
+fn canonical_uri_and_origin(uri: Uri) -> Result<(Uri, Origin), NonCanonical> {
+    let origin = origin_of(&uri)?;
     check_path(uri.path())?;
+    if spelled_canonically(&uri, &origin) {
+        return Ok((uri, origin));
+    }
+    let rebuilt = rebuild(&uri, &origin)?;
+    Ok((rebuilt, origin))
+}
+
+/// True when [`rebuild`] would give `uri` back unchanged: lower-case scheme, the canonical
+/// authority, and a path that starts with `/`.
+fn spelled_canonically(uri: &Uri, origin: &Origin) -> bool {
+    uri.scheme_str() == Some(origin.scheme)
+        && uri
+            .authority()
+            .is_some_and(|given| given.as_str() == origin.authority())
+        && uri
+            .path_and_query()
+            .is_some_and(|path| path.as_str().starts_with('/'))
+}
+
+/// The URI made of `origin` and `uri`'s path and query.
+fn rebuild(uri: &Uri, origin: &Origin) -> Result<Uri, NonCanonical> {
     let path_and_query = uri.path_and_query().map_or("/", |path| path.as_str());
     let path_and_query = if path_and_query.starts_with('/') {
         path_and_query.to_owned()
@@ -378,12 +405,14 @@ pub fn strip_headers(headers: &mut HeaderMap) {
 }
 
 /// Canonicalises a request: refuses a non-canonical URL, rebuilds the URI from its checked
-/// parts, cleans the headers.
-pub fn canonicalize(request: Request<Bytes>) -> Result<Request<Bytes>, NonCanonical> {
+/// parts, cleans the headers. Also gives the checked origin, for matching the allowlist
+/// without checking the URL again.
+pub fn canonicalize(request: Request<Bytes>) -> Result<(Request<Bytes>, Origin), NonCanonical> {
     let (mut parts, body) = request.into_parts();
-    parts.uri = canonical_uri(&parts.uri)?;
+    let (uri, origin) = canonical_uri_and_origin(parts.uri)?;
+    parts.uri = uri;
     strip_headers(&mut parts.headers);
-    Ok(Request::from_parts(parts, body))
+    Ok((Request::from_parts(parts, body), origin))
 }
 
 #[cfg(test)]
@@ -649,11 +678,45 @@ mod tests {
             .header("x-forwarded-for", "10.0.0.1")
             .body(Bytes::new())
             .unwrap();
-        let admitted = canonicalize(request).unwrap();
+        let (admitted, origin) = canonicalize(request).unwrap();
         assert_eq!(
             admitted.uri().to_string(),
             "http://127.0.0.1:8080/range/ABCDE?x=1"
         );
+        assert_eq!((origin.host.as_str(), origin.port), ("127.0.0.1", 8080));
         assert!(!admitted.headers().contains_key("x-forwarded-for"));
+    }
+
+    /// A URL kept as given (not rebuilt) is exactly the URL the rebuild would give, and every
+    /// other canonical URL comes out in the rebuilt spelling.
+    #[test]
+    fn a_url_is_kept_only_when_it_is_already_the_rebuilt_one() {
+        for text in [
+            "http://127.0.0.1:8080/range/ABCDE",
+            "http://127.0.0.1:8080/range/ABCDE?x=1&y",
+            "https://api.pwnedpasswords.com/range/ABCDE",
+            "https://api.pwnedpasswords.com:443/range/ABCDE",
+            "HTTPS://API.pwnedpasswords.com/range/ABCDE",
+            "http://example.org:80/",
+            "http://example.org",
+            "http://example.org?x=1",
+            "http://[::1]:8080/x",
+            "https://Example.org:8443/a/b%20c",
+        ] {
+            let uri: Uri = text.parse().unwrap();
+            let origin = origin_of(&uri).unwrap();
+            let rebuilt = rebuild(&uri, &origin).unwrap();
+            let (result, _) = canonical_uri_and_origin(uri.clone()).unwrap();
+            assert_eq!(result.to_string(), rebuilt.to_string(), "{text}");
+            assert_eq!(result, rebuilt, "{text}");
+            assert_eq!(
+                result.path_and_query().map(http::uri::PathAndQuery::as_str),
+                rebuilt.path_and_query().map(http::uri::PathAndQuery::as_str),
+                "{text}"
+            );
+            if spelled_canonically(&uri, &origin) {
+                assert_eq!(uri.to_string(), rebuilt.to_string(), "{text}");
+            }
+        }
     }
 }

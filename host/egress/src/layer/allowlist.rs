@@ -2,20 +2,25 @@
 //! caller's destinations go further; anything else is refused ([`Denial`]), logged with the
 //! caller's name and counted under `egress_denied_total`.
 
-use super::{Call, Routed, Stage};
+use super::{Call, Routed, Stage, destination_guard::Destinations};
 use crate::{
     EgressError, cache::BufferedResponse, canonical, error::Denial, telemetry, telemetry::warn_for,
 };
+use std::sync::Arc;
 
-/// Matches a [`Call`] against its caller's policy.
+/// Matches a [`Call`] against its caller's policy, and routes it to that destination's state.
 pub struct Allowlist<S> {
+    destinations: Arc<Destinations>,
     inner: S,
 }
 
 impl<S> Allowlist<S> {
-    /// The allowlist in front of `inner`.
-    pub fn new(inner: S) -> Self {
-        Self { inner }
+    /// The allowlist in front of `inner`, with the per-destination states in `destinations`.
+    pub fn new(destinations: Arc<Destinations>, inner: S) -> Self {
+        Self {
+            destinations,
+            inner,
+        }
     }
 }
 
@@ -24,12 +29,12 @@ impl<'a, S: Stage<Routed<'a>>> Stage<Call<'a>> for Allowlist<S> {
         let caller = &call.policy.caller;
         let method = call.request.method().clone();
         // Only canonical URLs are matched, and then sent exactly as matched.
-        let request = canonical::canonicalize(call.request).map_err(|refusal| {
+        let (request, origin) = canonical::canonicalize(call.request).map_err(|refusal| {
             warn_for!(caller, %method, %refusal, "egress denied: non-canonical request");
             telemetry::denied(caller, "non-canonical");
             Denial::NonCanonical(refusal)
         })?;
-        let Some(rule) = call.policy.rule_for(request.uri()) else {
+        let Some(rule) = call.policy.rule_for_checked(&origin, request.uri().path()) else {
             let target = format!("{method} {}", redact_query(request.uri()));
             warn_for!(caller, %target, "egress denied: destination not on the caller's allowlist");
             telemetry::denied(caller, "allowlist");
@@ -43,6 +48,7 @@ impl<'a, S: Stage<Routed<'a>>> Stage<Call<'a>> for Allowlist<S> {
             .send(Routed {
                 caller,
                 rule,
+                destination: self.destinations.state_for(caller, rule),
                 request,
                 overrides: call.overrides,
                 deadline: call.deadline,

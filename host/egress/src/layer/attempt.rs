@@ -90,7 +90,7 @@ impl<'a> Stage<Try<'a>> for SendAttempt {
         });
         permit.record(usable);
         if let Err(error) = &outcome {
-            telemetry::failed(caller, &rule.destination.origin(), error.kind(), error);
+            telemetry::failed(caller, rule.destination.origin(), error.kind(), error);
         }
         Ok(outcome?)
     }

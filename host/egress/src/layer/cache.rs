@@ -6,7 +6,6 @@ use super::{Routed, Stage};
 use crate::{
     EgressError,
     cache::{self as store, BufferedResponse, CacheEntry, ResponseCache},
-    telemetry,
 };
 use http::Method;
 use std::sync::{
@@ -52,7 +51,7 @@ impl<'a, S: Stage<Routed<'a>>> Stage<Routed<'a>> for Cache<S> {
         }
         let key = routed.request.uri().to_string();
         if let Some(entry) = self.cache.get(&key).await {
-            telemetry::cache_hit(&telemetry::labels(routed.caller, &routed.origin()));
+            routed.destination.metrics.cache_hit();
             store::note_served_from_cache();
             return Ok((*entry.response).clone());
         }

@@ -8,7 +8,7 @@ use crate::{
     breaker::{BreakerState, CircuitBreaker, Permit},
     cache::BufferedResponse,
     lock::lock,
-    telemetry,
+    telemetry::DestinationMetrics,
 };
 use std::{
     collections::HashMap,
@@ -28,6 +28,8 @@ pub struct DestinationState {
     pub breaker: CircuitBreaker,
     /// Retries may only spend what requests deposited.
     pub budget: TpsBudget,
+    /// Its metrics, registered once.
+    pub(crate) metrics: DestinationMetrics,
     slots: Semaphore,
 }
 
@@ -35,7 +37,7 @@ impl DestinationState {
     /// Asks the breaker for a permit; an open breaker fails fast, counted.
     pub fn admit(&self) -> Result<Permit, EgressError> {
         self.breaker.try_acquire().map_err(|_| {
-            telemetry::breaker_rejected(&self.caller, &self.origin);
+            self.metrics.breaker_rejected();
             EgressError::BreakerOpen {
                 origin: self.origin.clone(),
             }
@@ -43,65 +45,72 @@ impl DestinationState {
     }
 }
 
-/// The state of every (caller, destination) called so far.
+/// The state of every (caller, destination) called so far: by caller, then by origin, so that
+/// finding an existing state (every call) allocates nothing.
 #[derive(Default)]
 pub struct Destinations {
-    states: Mutex<HashMap<(Caller, String), Arc<DestinationState>>>,
+    states: Mutex<HashMap<Caller, HashMap<String, Arc<DestinationState>>>>,
 }
 
 impl Destinations {
     /// The state of `caller`'s destination `rule`, created on first use from its policy.
     pub fn state_for(&self, caller: &Caller, rule: &Rule) -> Arc<DestinationState> {
         let origin = rule.destination.origin();
-        lock(&self.states)
-            .entry((caller.clone(), origin.clone()))
-            .or_insert_with(|| {
-                let policy = &rule.policy;
-                Arc::new(DestinationState {
-                    breaker: CircuitBreaker::new(
-                        format!("{} {origin}", caller.name()),
-                        policy.breaker.clone(),
-                    ),
-                    budget: TpsBudget::new(
-                        Duration::from_secs(10),
-                        policy.retry_budget_min_per_sec,
-                        policy.retry_budget_percent,
-                    ),
-                    slots: Semaphore::new(policy.max_concurrency.max(1)),
-                    caller: caller.clone(),
-                    origin,
-                })
-            })
-            .clone()
+        let mut states = lock(&self.states);
+        if let Some(state) = states
+            .get(caller)
+            .and_then(|by_origin| by_origin.get(origin))
+        {
+            return state.clone();
+        }
+        let policy = &rule.policy;
+        let state = Arc::new(DestinationState {
+            breaker: CircuitBreaker::new(
+                format!("{} {origin}", caller.name()),
+                policy.breaker.clone(),
+            ),
+            budget: TpsBudget::new(
+                Duration::from_secs(10),
+                policy.retry_budget_min_per_sec,
+                policy.retry_budget_percent,
+            ),
+            metrics: DestinationMetrics::register(caller, origin),
+            slots: Semaphore::new(policy.max_concurrency.max(1)),
+            caller: caller.clone(),
+            origin: origin.to_owned(),
+        });
+        states
+            .entry(caller.clone())
+            .or_default()
+            .insert(origin.to_owned(), state.clone());
+        state
     }
 
     /// The breaker state of `caller`'s destination `origin`, if it has been called.
     pub fn breaker_state(&self, caller: &Caller, origin: &str) -> Option<BreakerState> {
         lock(&self.states)
-            .get(&(caller.clone(), origin.to_owned()))
+            .get(caller)
+            .and_then(|by_origin| by_origin.get(origin))
             .map(|state| state.breaker.state())
     }
 }
 
-/// Breaker first, then a concurrency slot held for the whole call (lookup and retries).
+/// Breaker first, then a concurrency slot held for the whole call (lookup and retries), on
+/// the state the allowlist routed the call to ([`Routed::destination`]).
 pub struct DestinationGuard<S> {
-    destinations: Arc<Destinations>,
     inner: S,
 }
 
 impl<S> DestinationGuard<S> {
-    /// Guards `inner` with the states in `destinations`.
-    pub fn new(destinations: Arc<Destinations>, inner: S) -> Self {
-        Self {
-            destinations,
-            inner,
-        }
+    /// Guards `inner`.
+    pub fn new(inner: S) -> Self {
+        Self { inner }
     }
 }
 
 impl<'a, S: Stage<Guarded<'a>>> Stage<Routed<'a>> for DestinationGuard<S> {
     async fn send(&self, routed: Routed<'a>) -> Result<BufferedResponse, EgressError> {
-        let destination = self.destinations.state_for(routed.caller, routed.rule);
+        let destination = routed.destination.clone();
         // Whatever ends the call from here without a usable answer is a recorded failure:
         // a full concurrency limit, and a cancellation by the deadline, through the permit's
         // drop.

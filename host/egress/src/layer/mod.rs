@@ -55,6 +55,8 @@ pub struct Routed<'a> {
     pub caller: &'a Caller,
     /// The destination it matched.
     pub rule: &'a Rule,
+    /// That destination's state for this caller: breaker, budget, limits, metrics.
+    pub destination: Arc<DestinationState>,
     /// The request, canonical.
     pub request: Request<Bytes>,
     /// See [`Call::overrides`].
@@ -67,7 +69,7 @@ pub struct Routed<'a> {
 
 impl Routed<'_> {
     /// `scheme://host:port` of the destination.
-    pub fn origin(&self) -> String {
+    pub fn origin(&self) -> &str {
         self.rule.destination.origin()
     }
 
@@ -137,7 +139,7 @@ pub type Layers = allowlist::Allowlist<
 pub struct Stack {
     /// The layers, outermost first.
     pub layers: Layers,
-    /// Per-destination state (breakers), shared with [`destination_guard::DestinationGuard`].
+    /// Per-destination state (breakers, budgets, metrics), which the allowlist routes calls to.
     pub destinations: Arc<destination_guard::Destinations>,
 }
 
@@ -157,16 +159,15 @@ impl Stack {
             crate::address_guard::NameResolver::new(&config.dns_servers),
             retry,
         );
-        let destination_guard =
-            destination_guard::DestinationGuard::new(destinations.clone(), address_guard);
+        let destination_guard = destination_guard::DestinationGuard::new(address_guard);
         let cache = cache::Cache::new(
             crate::cache::new_cache(config.cache_bytes),
             destination_guard,
         );
         let secrets = secrets::Secrets::new(secrets, config.max_request_bytes, cache);
-        let metered = metered::Metered::new(destinations.clone(), secrets);
+        let metered = metered::Metered::new(secrets);
         Self {
-            layers: allowlist::Allowlist::new(metered),
+            layers: allowlist::Allowlist::new(destinations.clone(), metered),
             destinations,
         }
     }

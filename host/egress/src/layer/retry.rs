@@ -7,7 +7,6 @@ use crate::{
     EgressError, Rule,
     cache::BufferedResponse,
     retry::{full_jitter_delay, is_idempotent, is_retryable_status},
-    telemetry,
 };
 use bytes::Bytes;
 use http::Request;
@@ -106,7 +105,7 @@ impl<'a, P: RetryPolicy, S: Stage<Try<'a>>> Stage<Resolved<'a>> for Retry<P, S> 
                 && delay < routed.remaining()
                 && destination.budget.withdraw()
             {
-                telemetry::retried(routed.caller, &destination.origin);
+                destination.metrics.retried();
                 tokio::time::sleep(delay).await;
                 retries += 1;
                 continue;
