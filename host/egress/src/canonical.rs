@@ -711,7 +711,9 @@ mod tests {
             assert_eq!(result, rebuilt, "{text}");
             assert_eq!(
                 result.path_and_query().map(http::uri::PathAndQuery::as_str),
-                rebuilt.path_and_query().map(http::uri::PathAndQuery::as_str),
+                rebuilt
+                    .path_and_query()
+                    .map(http::uri::PathAndQuery::as_str),
                 "{text}"
             );
             if spelled_canonically(&uri, &origin) {
