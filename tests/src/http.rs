@@ -10,6 +10,30 @@ pub async fn post(client: &Client, url: String, body: Value) -> (StatusCode, Val
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// `GET url`; the JSON answer.
+pub async fn get_json(client: &Client, url: String) -> Value {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("a JSON body")
+}
+
+/// `GET url`; the body as text.
+pub async fn get_text(client: &Client, url: String) -> String {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("a body")
+}
+
 /// One response: status, `content-type` (without parameters), `Location`, JSON body (or null).
 #[derive(Debug)]
 pub struct Answer {

@@ -3,6 +3,8 @@
 
 use crate::{PluginDir, components};
 use policy_host::egress::config::{DestinationConfig, SecretSource};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
 use std::{net::SocketAddr, path::Path};
 use user_service::{AppState, ServiceConfig, outbox::sinks::SinkConfig};
 
@@ -137,6 +139,28 @@ impl TestService {
     /// `http://127.0.0.1:<port><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
+    }
+
+    /// `POST path` with a JSON body; the status and the JSON answer (see [`crate::http::post`]).
+    pub async fn post(&self, client: &Client, path: &str, body: Value) -> (StatusCode, Value) {
+        crate::http::post(client, self.url(path), body).await
+    }
+
+    /// Logs in (`POST /v1/sessions`) with `email` and `password`.
+    pub async fn login(&self, client: &Client, email: &str, password: &str) -> (StatusCode, Value) {
+        let body = json!({ "email": email, "password": password });
+        self.post(client, "/v1/sessions", body).await
+    }
+
+    /// Completes a password reset (`POST /v1/password/resets`) with `token` and `new_password`.
+    pub async fn complete_reset(
+        &self,
+        client: &Client,
+        token: &str,
+        new_password: &str,
+    ) -> (StatusCode, Value) {
+        let body = json!({ "token": token, "new_password": new_password });
+        self.post(client, "/v1/password/resets", body).await
     }
 
     /// Waits until the relay has delivered every event (the outbox has none pending), then

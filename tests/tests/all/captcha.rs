@@ -68,6 +68,23 @@ async fn vendor_host(
     .await
 }
 
+/// A host whose captcha slot verifies with Turnstile at `base_url`, with the simulators'
+/// "real" secret; `tweak` adjusts the slot.
+async fn turnstile_host(
+    base_url: &str,
+    tweak: impl FnOnce(&mut policy_host::PluginConfig),
+) -> (PluginDir, PolicyHost) {
+    captcha_host(
+        "turnstile",
+        base_url,
+        Vendor::Turnstile.path(),
+        vendors::REAL_SECRET,
+        &[],
+        tweak,
+    )
+    .await
+}
+
 async fn verify(host: &PolicyHost, token: &str, action: &str) -> DecisionRecord {
     let input = CaptchaInput {
         token: token.to_owned(),
@@ -296,17 +313,10 @@ async fn a_replayed_token_is_refused_without_a_provider_call() {
 #[tokio::test]
 async fn provider_faults_fail_closed_unless_the_flow_says_open() {
     let server = CaptchaServer::start(Vendor::Turnstile).await;
-    let (_dir, host) = captcha_host(
-        "turnstile",
-        &server.url(),
-        Vendor::Turnstile.path(),
-        vendors::REAL_SECRET,
-        &[],
-        |slot| {
-            slot.fail_policy_by_flow
-                .insert("password_reset".to_owned(), FailPolicy::Open);
-        },
-    )
+    let (_dir, host) = turnstile_host(&server.url(), |slot| {
+        slot.fail_policy_by_flow
+            .insert("password_reset".to_owned(), FailPolicy::Open);
+    })
     .await;
     for mode in [
         Mode::Status(500),
@@ -333,15 +343,7 @@ async fn provider_faults_fail_closed_unless_the_flow_says_open() {
     }
     // A provider that is not there at all.
     let port = harness::upstream::closed_port().await;
-    let (_dir, host) = captcha_host(
-        "turnstile",
-        &format!("http://127.0.0.1:{port}"),
-        Vendor::Turnstile.path(),
-        vendors::REAL_SECRET,
-        &[],
-        |_| {},
-    )
-    .await;
+    let (_dir, host) = turnstile_host(&format!("http://127.0.0.1:{port}"), |_| {}).await;
     assert_eq!(
         verify(&host, "t", "login").await.decision.codes(),
         ["captcha-unavailable"]
@@ -365,15 +367,7 @@ async fn a_retried_turnstile_call_carries_the_same_idempotency_key() {
         }
     })
     .await;
-    let (_dir, host) = captcha_host(
-        "turnstile",
-        &server.url(),
-        Vendor::Turnstile.path(),
-        vendors::REAL_SECRET,
-        &[],
-        |_| {},
-    )
-    .await;
+    let (_dir, host) = turnstile_host(&server.url(), |_| {}).await;
     let input = CaptchaInput {
         token: "retry-me".to_owned(),
         action: "login".to_owned(),

@@ -10,9 +10,13 @@ use harness::{
 use policy_host::{
     HostConfig, LoadError, PolicyHost,
     catalog::ReloadOutcome,
-    source::{Origin, PullPolicy, SourceError, signature::SignatureError},
+    source::{
+        Origin, PullPolicy, SourceError,
+        signature::{SignatureError, SigningKey, TrustConfig},
+    },
 };
 use std::{path::Path, time::Duration};
+use user_service::ServiceConfig;
 
 const SLOT: &str = "password-policy";
 
@@ -56,6 +60,28 @@ async fn serving(host: &PolicyHost) -> (String, String, Vec<String>) {
         provenance.digest.clone(),
         provenance.verified_by.clone(),
     )
+}
+
+/// A fresh signing key, and the bundled component pushed as `plugins/pp:1` with that key's
+/// signature; the key and the pinned reference.
+async fn push_signed_bundled(registry: &TestRegistry) -> (SigningKey, String) {
+    let key = signing_key();
+    let bytes = bundled_component();
+    let pinned = registry
+        .push("plugins/pp", "1", &bytes, &[sign(&key, &bytes)])
+        .await
+        .expect("push");
+    (key, pinned)
+}
+
+/// Lets the service pull from the (plain HTTP) registry at `address`, trusting `trust`; the
+/// bundled breach check, an unsigned file, runs unsigned.
+fn trust_registry(config: &mut ServiceConfig, address: String, trust: TrustConfig) {
+    config.plugins.insecure_registries = vec![address];
+    config.plugins.trust = trust;
+    if let Some(breach) = config.plugins.slots.get_mut("breach-check") {
+        breach.require_signature = Some(false);
+    }
 }
 
 fn signature_error(result: Result<ReloadOutcome, LoadError>) -> SignatureError {
@@ -260,12 +286,7 @@ async fn a_signed_file_serves_and_a_tampered_file_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_down_at_start_serves_the_cached_digest_and_says_so() {
     let mut registry = TestRegistry::start().await.expect("registry");
-    let key = signing_key();
-    let bytes = bundled_component();
-    let pinned = registry
-        .push("plugins/pp", "1", &bytes, &[sign(&key, &bytes)])
-        .await
-        .expect("push");
+    let (key, pinned) = push_signed_bundled(&registry).await;
     let dir = PluginDir::new().expect("dir");
     let mut config = oci_config(&dir, &registry, &pinned, Some(PullPolicy::Always));
     config.trust = trust(&[("release", &key)], None);
@@ -290,28 +311,18 @@ async fn registry_down_at_start_serves_the_cached_digest_and_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_down_and_nothing_cached_applies_the_fail_policy_and_readyz_names_the_slot() {
     let mut registry = TestRegistry::start().await.expect("registry");
-    let key = signing_key();
-    let bytes = bundled_component();
-    let pinned = registry
-        .push("plugins/pp", "1", &bytes, &[sign(&key, &bytes)])
-        .await
-        .expect("push");
+    let (key, pinned) = push_signed_bundled(&registry).await;
     registry.stop();
     let hibp = harness::hibp::HibpServer::start(&[]).await;
     let address = registry.address();
     let service = TestService::start(&hibp.server.url(), None, |config| {
-        config.plugins.insecure_registries = vec![address];
-        config.plugins.trust = trust(&[("release", &key)], None);
+        trust_registry(config, address, trust(&[("release", &key)], None));
         config
             .plugins
             .slots
             .entry(SLOT.to_owned())
             .or_default()
             .source = Some(pinned.clone());
-        // The bundled breach check is an unsigned file: let it run unsigned.
-        if let Some(breach) = config.plugins.slots.get_mut("breach-check") {
-            breach.require_signature = Some(false);
-        }
     })
     .await
     .expect("service");
@@ -359,12 +370,7 @@ async fn post_source_and_wait(service: &TestService, source: &str, digest: &str)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_endpoint_sets_a_source_off_the_request_path_and_the_list_shows_it() {
     let registry = TestRegistry::start().await.expect("registry");
-    let key = signing_key();
-    let bytes = bundled_component();
-    let pinned = registry
-        .push("plugins/pp", "1", &bytes, &[sign(&key, &bytes)])
-        .await
-        .expect("push");
+    let (key, pinned) = push_signed_bundled(&registry).await;
     let digest = pinned.rsplit('@').next().expect("digest").to_owned();
     let hibp = harness::hibp::HibpServer::start(&[]).await;
     let compile_cache = tempfile::tempdir().expect("dir");
@@ -374,12 +380,8 @@ async fn the_admin_endpoint_sets_a_source_off_the_request_path_and_the_list_show
         let trust = trust(&[("release", &key)], None);
         let cache = cache.to_path_buf();
         TestService::start(&hibp_url, None, move |config| {
-            config.plugins.insecure_registries = vec![address];
-            config.plugins.trust = trust;
+            trust_registry(config, address, trust);
             config.plugins.cache_dir = Some(cache);
-            if let Some(breach) = config.plugins.slots.get_mut("breach-check") {
-                breach.require_signature = Some(false);
-            }
         })
     };
 
@@ -468,6 +470,22 @@ fn write_atomically(path: &Path, value: &str) {
     std::fs::rename(&fresh, path).expect("rename");
 }
 
+/// Writes `password` to `password_file`, then starts a host in a fresh directory that pulls
+/// `source` from `registry` logging in with that file's password.
+async fn start_with_registry_password(
+    registry: &TestRegistry,
+    source: &str,
+    password_file: &Path,
+    password: &str,
+) -> (PluginDir, PolicyHost) {
+    std::fs::write(password_file, password).expect("write");
+    let dir = PluginDir::new().expect("dir");
+    let host = PolicyHost::start(&login_config(&dir, registry, source, password_file))
+        .await
+        .expect("host");
+    (dir, host)
+}
+
 fn slot_status(host: &PolicyHost) -> policy_host::catalog::SlotStatus {
     host.catalog()
         .status()
@@ -521,11 +539,8 @@ async fn a_registry_with_a_login_refuses_no_or_wrong_credentials_naming_itself()
     drop(anonymous);
 
     // A wrong password: refused, and the error says the configured credentials were refused.
-    std::fs::write(&password_file, "wrong-pass\n").expect("write");
-    let dir = PluginDir::new().expect("dir");
-    let wrong = PolicyHost::start(&login_config(&dir, &registry, &pinned, &password_file))
-        .await
-        .expect("host");
+    let (_wrong_dir, wrong) =
+        start_with_registry_password(&registry, &pinned, &password_file, "wrong-pass\n").await;
     let status = slot_status(&wrong);
     assert!(status.current.is_none());
     let error = status.last_error.expect("an error");
@@ -538,11 +553,8 @@ async fn a_registry_with_a_login_refuses_no_or_wrong_credentials_naming_itself()
     drop(wrong);
 
     // The right one: it serves, pulled from the registry.
-    std::fs::write(&password_file, "right-pass\n").expect("write");
-    let dir = PluginDir::new().expect("dir");
-    let right = PolicyHost::start(&login_config(&dir, &registry, &pinned, &password_file))
-        .await
-        .expect("host");
+    let (_right_dir, right) =
+        start_with_registry_password(&registry, &pinned, &password_file, "right-pass\n").await;
     let (version, digest, _) = serving(&right).await;
     assert_eq!(version, password_policy::PLUGIN_VERSION);
     assert!(pinned.ends_with(&digest));

@@ -6,7 +6,7 @@ use harness::{
     captcha_vendors::{CaptchaServer, Vendor},
     dns::{TestDnsServer, TestRecord},
     hibp::HibpServer,
-    http::post,
+    http::{get_text, post},
     internal_services::{
         CLIENT_ID, CLIENT_SECRET, ConfigService, Health, LogCapture, ResourceServer, TokenEndpoint,
     },
@@ -183,12 +183,7 @@ async fn every_event_type_reaches_the_consumer_once_in_order_and_the_file() {
     assert!(reset["expiresAt"].as_i64().is_some());
 
     // The reset event's token completes the reset, and that is the fifth event.
-    let (status, _) = post(
-        &client,
-        service.url("/v1/password/resets"),
-        json!({ "token": token, "new_password": PASSWORD }),
-    )
-    .await;
+    let (status, _) = service.complete_reset(&client, token, PASSWORD).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     wait_until(Duration::from_secs(10), || async {
         consumer.accepted().len() >= 5
@@ -287,12 +282,7 @@ async fn a_notification_service_that_is_down_gets_every_reset_after_it_recovers(
     // The emailed link works.
     let link = emails[0]["context"]["resetLink"].as_str().unwrap();
     let token = link.rsplit_once('=').unwrap().1;
-    let (status, body) = post(
-        &client,
-        service.url("/v1/password/resets"),
-        json!({ "token": token, "new_password": NEW_PASSWORD }),
-    )
-    .await;
+    let (status, body) = service.complete_reset(&client, token, NEW_PASSWORD).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
 }
 
@@ -312,28 +302,16 @@ async fn a_poison_event_goes_to_the_dead_letters_and_can_be_replayed() {
     let poison = register(&client, &service, "poison@example.org").await;
     register(&client, &service, "fine@example.org").await;
 
-    let dead_letters = || async {
-        admin(
-            &client,
-            reqwest::Method::GET,
-            service.url("/admin/outbox/dead-letters"),
-        )
-        .await
-        .1["deadLetters"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    };
     // Both of the poisoned user's events (registration, then its verification request, which
     // names the address too) run out of attempts, one after the other.
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            dead_letters().await.len() == 2
+            dead_letters(&client, &service).await.len() == 2
         })
         .await
         .is_some()
     );
-    let letters = dead_letters().await;
+    let letters = dead_letters(&client, &service).await;
     assert_eq!(letters.len(), 2, "{letters:?}");
     assert_eq!(letters[1]["type"], "EmailVerificationRequestedEventV1");
     assert_eq!(letters[0]["type"], "UserRegisteredEventV1");
@@ -344,14 +322,7 @@ async fn a_poison_event_goes_to_the_dead_letters_and_can_be_replayed() {
         "{letters:?}"
     );
     // ...and visible to an alert.
-    let metrics = client
-        .get(service.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&client, service.url("/metrics")).await;
     assert!(metrics.contains("outbox_dead_letters 2"), "{metrics}");
     // The other user's events were not held up by them.
     assert_eq!(consumer.accepted().len(), 2);
@@ -362,12 +333,7 @@ async fn a_poison_event_goes_to_the_dead_letters_and_can_be_replayed() {
     // Fixed consumer, replay: delivered, dead letters empty.
     consumer.reject_containing(None);
     let id = letters[0]["id"].as_str().unwrap();
-    let (status, _) = admin(
-        &client,
-        reqwest::Method::POST,
-        service.url(&format!("/admin/outbox/dead-letters/{id}/replay")),
-    )
-    .await;
+    let status = replay_dead_letter(&client, &service, id).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert!(
         wait_until(Duration::from_secs(10), || async {
@@ -378,16 +344,11 @@ async fn a_poison_event_goes_to_the_dead_letters_and_can_be_replayed() {
     );
     assert_eq!(consumer.accepted()[2]["id"], id);
     assert_eq!(
-        dead_letters().await.len(),
+        dead_letters(&client, &service).await.len(),
         1,
         "the other one waits for its replay"
     );
-    let (status, _) = admin(
-        &client,
-        reqwest::Method::POST,
-        service.url(&format!("/admin/outbox/dead-letters/{id}/replay")),
-    )
-    .await;
+    let status = replay_dead_letter(&client, &service, id).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "nothing left to replay");
 }
 
@@ -398,6 +359,27 @@ fn policy(min_length: u32, domains: &[&str]) -> Value {
         "breach": { "maxBreaches": 0 },
         "tenants": { "acme": { "allowedEmailDomains": domains } },
     })
+}
+
+/// Registers `email` in the tenant `acme` (`POST /v1/users`).
+async fn register_in_acme(
+    client: &Client,
+    service: &TestService,
+    email: &str,
+) -> (StatusCode, Value) {
+    let body = json!({ "email": email, "password": PASSWORD, "tenant": "acme" });
+    service.post(client, "/v1/users", body).await
+}
+
+/// Replays the dead letter `id` (`POST /admin/outbox/dead-letters/{id}/replay`).
+async fn replay_dead_letter(client: &Client, service: &TestService, id: &str) -> StatusCode {
+    admin(
+        client,
+        reqwest::Method::POST,
+        service.url(&format!("/admin/outbox/dead-letters/{id}/replay")),
+    )
+    .await
+    .0
 }
 
 async fn password_allowed(client: &Client, service: &TestService, password: &str) -> bool {
@@ -458,12 +440,7 @@ async fn policies_apply_without_restart_survive_garbage_and_an_outage_at_start()
     );
 
     // Allowed email domains per tenant.
-    let (status, body) = post(
-        &client,
-        service.url("/v1/users"),
-        json!({ "email": "eve@evil.example", "password": PASSWORD, "tenant": "acme" }),
-    )
-    .await;
+    let (status, body) = register_in_acme(&client, &service, "eve@evil.example").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(
         body["type"]
@@ -472,12 +449,7 @@ async fn policies_apply_without_restart_survive_garbage_and_an_outage_at_start()
             .ends_with(":email-domain-not-allowed"),
         "{body}"
     );
-    let (status, _) = post(
-        &client,
-        service.url("/v1/users"),
-        json!({ "email": "ann@acme.com", "password": PASSWORD, "tenant": "acme" }),
-    )
-    .await;
+    let (status, _) = register_in_acme(&client, &service, "ann@acme.com").await;
     assert_eq!(status, StatusCode::CREATED);
 
     // A change upstream applies within a refresh interval, without a restart.
@@ -492,12 +464,7 @@ async fn policies_apply_without_restart_survive_garbage_and_an_outage_at_start()
         .is_some(),
         "min 12 applied"
     );
-    let (status, _) = post(
-        &client,
-        service.url("/v1/users"),
-        json!({ "email": "eve@evil.example", "password": PASSWORD, "tenant": "acme" }),
-    )
-    .await;
+    let (status, _) = register_in_acme(&client, &service, "eve@evil.example").await;
     assert_eq!(status, StatusCode::CREATED);
     assert!(
         password_allowed(&client, &service, breached).await,
@@ -1091,17 +1058,7 @@ async fn an_open_breaker_defers_deliveries_without_counting_them_as_failures() {
     tokio::time::sleep(Duration::from_secs(4)).await;
 
     let client = Client::new();
-    let metrics = || async {
-        client
-            .get(service.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
-    let text = metrics().await;
+    let text = get_text(&client, service.url("/metrics")).await;
     let sink_label = format!("sink=\"{SINK}\"");
     let failures = counter(&text, "outbox_delivery_failures_total", &sink_label);
     let deferred = counter(&text, "outbox_deliveries_deferred_total", &sink_label);

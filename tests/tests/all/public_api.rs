@@ -5,7 +5,7 @@
 use harness::{
     captcha_vendors::{CaptchaServer, Vendor},
     hibp::HibpServer,
-    http::post,
+    http::{get_json, post},
     postgres,
     service::{ADMIN_TOKEN, TestService},
 };
@@ -76,16 +76,11 @@ async fn parallel_wrong_logins(
 ) -> Vec<String> {
     let client = Client::new();
     let attempts = (0..count).map(|i| {
-        let url = replicas[i % 2].url("/v1/sessions");
+        let replica = replicas[i % 2];
         let client = client.clone();
         let email = email.to_owned();
         async move {
-            let (_, body) = post(
-                &client,
-                url,
-                json!({ "email": email, "password": WRONG_PASSWORD }),
-            )
-            .await;
+            let (_, body) = replica.login(&client, &email, WRONG_PASSWORD).await;
             kind(&body).to_owned()
         }
     });
@@ -139,22 +134,14 @@ async fn forty_parallel_wrong_logins_at_lock_minus_five_evaluate_five_passwords_
         .failed_logins
         < lock
     {
-        let (_, body) = post(
-            &client,
-            a.url("/v1/sessions"),
-            json!({ "email": "lock@example.org", "password": WRONG_PASSWORD }),
-        )
-        .await;
+        let (_, body) = a.login(&client, "lock@example.org", WRONG_PASSWORD).await;
         assert_eq!(kind(&body), "invalid-credentials");
     }
     // Locked, even with the right password, on either replica.
     for replica in [&a, &b] {
-        let (status, body) = post(
-            &client,
-            replica.url("/v1/sessions"),
-            json!({ "email": "lock@example.org", "password": GOOD_PASSWORD }),
-        )
-        .await;
+        let (status, body) = replica
+            .login(&client, "lock@example.org", GOOD_PASSWORD)
+            .await;
         assert_eq!(
             (status, kind(&body)),
             (StatusCode::TOO_MANY_REQUESTS, "account-locked")
@@ -222,12 +209,9 @@ async fn the_per_client_count_is_shared_by_replicas() {
     let mut kinds = Vec::new();
     for i in 0..6 {
         let replica = if i % 2 == 0 { &a } else { &b };
-        let (_, body) = post(
-            &client,
-            replica.url("/v1/sessions"),
-            json!({ "email": format!("nobody{i}@example.org"), "password": WRONG_PASSWORD }),
-        )
-        .await;
+        let (_, body) = replica
+            .login(&client, &format!("nobody{i}@example.org"), WRONG_PASSWORD)
+            .await;
         kinds.push(kind(&body).to_owned());
     }
     assert_eq!(
@@ -347,12 +331,7 @@ async fn one_account_per_mailbox_however_it_is_typed() {
             "{second:?}"
         );
         // Either form logs in.
-        let (status, _) = post(
-            &client,
-            service.url("/v1/sessions"),
-            json!({ "email": second, "password": GOOD_PASSWORD }),
-        )
-        .await;
+        let (status, _) = service.login(&client, second, GOOD_PASSWORD).await;
         assert_eq!(status, StatusCode::OK, "{second:?}");
     }
     let (_, body) = register(&client, &service, "jos\u{e9}@b\u{fc}cher.de").await;
@@ -449,6 +428,23 @@ async fn raw(service: &TestService, request: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// `method path` with `host: x` and the extra header lines `headers`, sent raw (see [`raw`]).
+async fn raw_request(service: &TestService, method: &str, path: &str, headers: &str) -> String {
+    raw(
+        service,
+        format!("{method} {path} HTTP/1.1\r\nhost: x\r\n{headers}\r\n").as_bytes(),
+    )
+    .await
+}
+
+/// `count` distinct filler header lines.
+fn filler_headers(count: usize) -> String {
+    (0..count).fold(String::new(), |mut headers, i| {
+        let _ = write!(headers, "x-filler-{i}: {i}\r\n");
+        headers
+    })
+}
+
 /// Splits a raw response into status, lower-cased head, body.
 fn parse(answer: &str) -> (u16, String, String) {
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((answer, ""));
@@ -482,24 +478,12 @@ async fn every_layer_answers_problem_json() {
         .unwrap();
     let close = "connection: close\r\n";
 
-    let answer = raw(
-        &service,
-        format!("GET /nowhere HTTP/1.1\r\nhost: x\r\n{close}\r\n").as_bytes(),
-    )
-    .await;
+    let answer = raw_request(&service, "GET", "/nowhere", close).await;
     assert_problem(&answer, 404, "not-found");
-    let answer = raw(
-        &service,
-        format!("GET /v1/users HTTP/1.1\r\nhost: x\r\n{close}\r\n").as_bytes(),
-    )
-    .await;
+    let answer = raw_request(&service, "GET", "/v1/users", close).await;
     let head = assert_problem(&answer, 405, "method-not-allowed");
     assert!(head.contains("allow: post"), "{answer}");
-    let answer = raw(
-        &service,
-        format!("DELETE /healthz HTTP/1.1\r\nhost: x\r\n{close}\r\n").as_bytes(),
-    )
-    .await;
+    let answer = raw_request(&service, "DELETE", "/healthz", close).await;
     let head = assert_problem(&answer, 405, "method-not-allowed");
     assert!(head.contains("allow: get,head"), "{answer}");
     let body = "x".repeat(100_000);
@@ -511,35 +495,17 @@ async fn every_layer_answers_problem_json() {
     let answer = raw(&service, format!("POST /admin/plugins/%FF/reload HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ADMIN_TOKEN}\r\ncontent-length: 0\r\n{close}\r\n").as_bytes()).await;
     assert_problem(&answer, 400, "bad-request");
     // Too many headers (over max-headers, 64) and too large ones (over max-header-bytes, 16 KiB).
-    let many: String = (0..80).fold(String::new(), |mut headers, i| {
-        let _ = write!(headers, "x-filler-{i}: {i}\r\n");
-        headers
-    });
-    let answer = raw(
-        &service,
-        format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{many}{close}\r\n").as_bytes(),
-    )
-    .await;
+    let many = filler_headers(80);
+    let answer = raw_request(&service, "GET", "/healthz", &format!("{many}{close}")).await;
     assert_problem(&answer, 431, "headers-too-large");
     let large = format!("x-large: {}\r\n", "a".repeat(20_000));
-    let answer = raw(
-        &service,
-        format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{large}{close}\r\n").as_bytes(),
-    )
-    .await;
+    let answer = raw_request(&service, "GET", "/healthz", &format!("{large}{close}")).await;
     assert_problem(&answer, 431, "headers-too-large");
 
     // Beyond four times the limits, and for a request line hyper cannot parse, hyper answers
     // itself before any service code runs: a plain, body-less response, then it closes.
-    let huge: String = (0..300).fold(String::new(), |mut headers, i| {
-        let _ = write!(headers, "x-filler-{i}: {i}\r\n");
-        headers
-    });
-    let answer = raw(
-        &service,
-        format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{huge}\r\n").as_bytes(),
-    )
-    .await;
+    let huge = filler_headers(300);
+    let answer = raw_request(&service, "GET", "/healthz", &huge).await;
     let (status, head, body) = parse(&answer);
     assert_eq!((status, body.as_str()), (431, ""), "{answer}");
     assert!(!head.contains("content-type"), "{answer}");
@@ -551,6 +517,20 @@ async fn every_layer_answers_problem_json() {
 // ---------------------------------------------------------------------------------------------
 // Slow clients
 // ---------------------------------------------------------------------------------------------
+
+/// Opens a connection and sends `GET /healthz` on it; the open connection and the start of
+/// the answer.
+async fn healthz_on_new_connection(service: &TestService) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(service.address).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = vec![0u8; 4096];
+    let read = stream.read(&mut buffer).await.unwrap();
+    let answer = String::from_utf8_lossy(&buffer[..read]).into_owned();
+    (stream, answer)
+}
 
 /// Trickles a request head one byte every `every`; returns how long until the server closed
 /// the connection (or `None` if it was still open after `give_up`).
@@ -623,14 +603,9 @@ async fn slow_clients_are_disconnected_while_others_are_served() {
     }
 
     // An idle kept-alive connection is closed after keep-alive-timeout-ms.
-    let mut stream = TcpStream::connect(service.address).await.unwrap();
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let (mut stream, answer) = healthz_on_new_connection(&service).await;
+    assert!(answer.starts_with("HTTP/1.1 200"));
     let mut buffer = vec![0u8; 4096];
-    let read = stream.read(&mut buffer).await.unwrap();
-    assert!(String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 200"));
     let idle = Instant::now();
     let closed = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await;
     assert!(
@@ -655,14 +630,8 @@ async fn connections_over_the_cap_wait_for_a_free_one() {
     .unwrap();
     let mut held = Vec::new();
     for _ in 0..2 {
-        let mut stream = TcpStream::connect(service.address).await.unwrap();
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buffer = vec![0u8; 4096];
-        let read = stream.read(&mut buffer).await.unwrap();
-        assert!(String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 200"));
+        let (stream, answer) = healthz_on_new_connection(&service).await;
+        assert!(answer.starts_with("HTTP/1.1 200"));
         held.push(stream);
     }
     let client = Client::builder().pool_max_idle_per_host(0).build().unwrap();
@@ -699,14 +668,7 @@ struct Contract {
 
 impl Contract {
     async fn load(client: &Client, service: &TestService) -> Self {
-        let document: Value = client
-            .get(service.url("/openapi.json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let document = get_json(client, service.url("/openapi.json")).await;
         Self {
             document,
             seen: Mutex::new(BTreeSet::new()),

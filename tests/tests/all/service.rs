@@ -3,11 +3,11 @@
 use harness::{
     captcha_vendors::{CaptchaServer, Vendor},
     hibp::{HibpServer, Mode},
-    http::post,
+    http::{get_json, get_text, post},
     service::{ADMIN_TOKEN, TestService},
     wait_until,
 };
-use reqwest::{Client, StatusCode};
+use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -25,6 +25,16 @@ fn codes(problem: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A breach-corpus server holding `corpus`, a service with the default configuration checking
+/// against it, and a client.
+async fn default_service(corpus: &[(&str, u64)]) -> (HibpServer, TestService, Client) {
+    let hibp = HibpServer::start(corpus).await;
+    let service = TestService::start(&hibp.server.url(), None, |_| {})
+        .await
+        .unwrap();
+    (hibp, service, Client::new())
+}
+
 async fn register(
     client: &Client,
     service: &TestService,
@@ -39,13 +49,40 @@ async fn register(
     .await
 }
 
+/// `POST /v1/password/reset-requests` for `email`.
+async fn request_reset(client: &Client, service: &TestService, email: &str) -> (StatusCode, Value) {
+    let body = json!({ "email": email });
+    service
+        .post(client, "/v1/password/reset-requests", body)
+        .await
+}
+
+/// `POST /v1/password/check`: the dry run for `password`.
+async fn check_password(
+    client: &Client,
+    service: &TestService,
+    password: &str,
+) -> (StatusCode, Value) {
+    let body = json!({ "password": password });
+    service.post(client, "/v1/password/check", body).await
+}
+
+/// `method path` with the admin token; the JSON answer.
+async fn admin_json(client: &Client, service: &TestService, method: Method, path: &str) -> Value {
+    client
+        .request(method, service.url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn registration_validates_everything_and_stores_the_user() {
-    let hibp = HibpServer::start(&[("password123456789", 99)]).await;
-    let service = TestService::start(&hibp.server.url(), None, |_| {})
-        .await
-        .unwrap();
-    let client = Client::new();
+    let (_hibp, service, client) = default_service(&[("password123456789", 99)]).await;
 
     let (status, body) = register(&client, &service, "Maria@Example.org", GOOD_PASSWORD).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -100,11 +137,7 @@ async fn registration_validates_everything_and_stores_the_user() {
 
 #[tokio::test]
 async fn bad_requests_get_problem_documents_never_500s() {
-    let hibp = HibpServer::start(&[]).await;
-    let service = TestService::start(&hibp.server.url(), None, |_| {})
-        .await
-        .unwrap();
-    let client = Client::new();
+    let (_hibp, service, client) = default_service(&[]).await;
     let send = |body: Vec<u8>, content_type: &'static str| {
         let request = client
             .post(service.url("/v1/users"))
@@ -177,11 +210,7 @@ async fn bad_requests_get_problem_documents_never_500s() {
 
 #[tokio::test]
 async fn login_flags_a_password_breached_since_registration() {
-    let hibp = HibpServer::start(&[(GOOD_PASSWORD, 5)]).await;
-    let service = TestService::start(&hibp.server.url(), None, |_| {})
-        .await
-        .unwrap();
-    let client = Client::new();
+    let (hibp, service, client) = default_service(&[(GOOD_PASSWORD, 5)]).await;
     // At registration the range API is down: the check fails open (flagged), the user is created.
     hibp.set_mode(Mode::Status(503));
     let (status, body) = register(&client, &service, "late@example.org", GOOD_PASSWORD).await;
@@ -194,12 +223,9 @@ async fn login_flags_a_password_breached_since_registration() {
     );
     // Now the corpus answers: the password the user just proved is breached.
     hibp.set_mode(Mode::Healthy);
-    let (status, body) = post(
-        &client,
-        service.url("/v1/sessions"),
-        json!({ "email": "late@example.org", "password": GOOD_PASSWORD }),
-    )
-    .await;
+    let (status, body) = service
+        .login(&client, "late@example.org", GOOD_PASSWORD)
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["password_breached"], true);
     assert_eq!(body["reset_required"], true);
@@ -268,25 +294,11 @@ async fn failures_bring_a_captcha_then_a_lock() {
 
 #[tokio::test]
 async fn reset_is_enumeration_safe_single_use_and_checked() {
-    let hibp = HibpServer::start(&[]).await;
-    let service = TestService::start(&hibp.server.url(), None, |_| {})
-        .await
-        .unwrap();
-    let client = Client::new();
+    let (_hibp, service, client) = default_service(&[]).await;
     register(&client, &service, "reset@example.org", GOOD_PASSWORD).await;
 
-    let (known, _) = post(
-        &client,
-        service.url("/v1/password/reset-requests"),
-        json!({ "email": "reset@example.org" }),
-    )
-    .await;
-    let (unknown, _) = post(
-        &client,
-        service.url("/v1/password/reset-requests"),
-        json!({ "email": "nobody@example.org" }),
-    )
-    .await;
+    let (known, _) = request_reset(&client, &service, "reset@example.org").await;
+    let (unknown, _) = request_reset(&client, &service, "nobody@example.org").await;
     assert_eq!(
         (known, unknown),
         (StatusCode::ACCEPTED, StatusCode::ACCEPTED),
@@ -304,12 +316,7 @@ async fn reset_is_enumeration_safe_single_use_and_checked() {
         .unwrap()
         .to_owned();
 
-    let (status, body) = post(
-        &client,
-        service.url("/v1/password/resets"),
-        json!({ "token": token, "new_password": "short" }),
-    )
-    .await;
+    let (status, body) = service.complete_reset(&client, &token, "short").await;
     assert_eq!(
         (status, codes(&body)),
         (
@@ -318,12 +325,7 @@ async fn reset_is_enumeration_safe_single_use_and_checked() {
         )
     );
     let new_password = "a brand new passphrase for spring";
-    let (status, _) = post(
-        &client,
-        service.url("/v1/password/resets"),
-        json!({ "token": token, "new_password": new_password }),
-    )
-    .await;
+    let (status, _) = service.complete_reset(&client, &token, new_password).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, body) = post(
         &client,
@@ -339,18 +341,12 @@ async fn reset_is_enumeration_safe_single_use_and_checked() {
         )
     );
 
-    let (old, _) = post(
-        &client,
-        service.url("/v1/sessions"),
-        json!({ "email": "reset@example.org", "password": GOOD_PASSWORD }),
-    )
-    .await;
-    let (new, _) = post(
-        &client,
-        service.url("/v1/sessions"),
-        json!({ "email": "reset@example.org", "password": new_password }),
-    )
-    .await;
+    let (old, _) = service
+        .login(&client, "reset@example.org", GOOD_PASSWORD)
+        .await;
+    let (new, _) = service
+        .login(&client, "reset@example.org", new_password)
+        .await;
     assert_eq!((old, new), (StatusCode::UNAUTHORIZED, StatusCode::OK));
 
     // Change, with the current password.
@@ -378,17 +374,8 @@ async fn reset_is_enumeration_safe_single_use_and_checked() {
 
 #[tokio::test]
 async fn the_dry_run_reports_findings_length_and_breach() {
-    let hibp = HibpServer::start(&[("hunter2hunter2hunter2", 42)]).await;
-    let service = TestService::start(&hibp.server.url(), None, |_| {})
-        .await
-        .unwrap();
-    let client = Client::new();
-    let (status, body) = post(
-        &client,
-        service.url("/v1/password/check"),
-        json!({ "password": "hunter2hunter2hunter2" }),
-    )
-    .await;
+    let (_hibp, service, client) = default_service(&[("hunter2hunter2hunter2", 42)]).await;
+    let (status, body) = check_password(&client, &service, "hunter2hunter2hunter2").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["verdict"], "deny");
     assert_eq!(body["length"], 21);
@@ -396,29 +383,14 @@ async fn the_dry_run_reports_findings_length_and_breach() {
         body["breach"],
         json!({ "outcome": "breached", "count": 42 })
     );
-    let (_, body) = post(
-        &client,
-        service.url("/v1/password/check"),
-        json!({ "password": GOOD_PASSWORD }),
-    )
-    .await;
+    let (_, body) = check_password(&client, &service, GOOD_PASSWORD).await;
     assert_eq!(body["verdict"], "allow");
     assert_eq!(body["breach"]["outcome"], "clean");
 }
 
 #[tokio::test]
 async fn admin_reload_rollback_and_a_hot_swap_while_serving() {
-    let hibp = HibpServer::start(&[]).await;
-    let service = TestService::start(&hibp.server.url(), None, |_| {})
-        .await
-        .unwrap();
-    let client = Client::new();
-    let admin = |method: reqwest::Method, path: &str| {
-        client
-            .request(method, service.url(path))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-    };
+    let (_hibp, service, client) = default_service(&[]).await;
 
     assert_eq!(
         client
@@ -429,12 +401,7 @@ async fn admin_reload_rollback_and_a_hot_swap_while_serving() {
             .status(),
         StatusCode::UNAUTHORIZED
     );
-    let list: Value = admin(reqwest::Method::GET, "/admin/plugins")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = admin_json(&client, &service, Method::GET, "/admin/plugins").await;
     let version = |list: &Value| {
         list["plugins"]
             .as_array()
@@ -449,45 +416,34 @@ async fn admin_reload_rollback_and_a_hot_swap_while_serving() {
     // The watcher picks a new file up while the API serves.
     service.publish_next_password_policy().unwrap();
     let swapped = wait_until(Duration::from_secs(10), || async {
-        let list: Value = admin(reqwest::Method::GET, "/admin/plugins")
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list: Value = admin_json(&client, &service, Method::GET, "/admin/plugins").await;
         version(&list) == harness::components::NEXT_VERSION
     })
     .await;
     assert!(swapped.is_some(), "hot swap through the watcher");
-    let (status, _) = post(
-        &client,
-        service.url("/v1/password/check"),
-        json!({ "password": GOOD_PASSWORD }),
-    )
-    .await;
+    let (status, _) = check_password(&client, &service, GOOD_PASSWORD).await;
     assert_eq!(status, StatusCode::OK);
 
-    let reload: Value = admin(
-        reqwest::Method::POST,
+    let reload: Value = admin_json(
+        &client,
+        &service,
+        Method::POST,
         "/admin/plugins/password-policy/reload",
     )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(reload["outcome"], "unchanged");
-    let rollback: Value = admin(
-        reqwest::Method::POST,
+    let rollback: Value = admin_json(
+        &client,
+        &service,
+        Method::POST,
         "/admin/plugins/password-policy/rollback",
     )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(rollback["version"], password_policy::PLUGIN_VERSION);
-    let response = admin(reqwest::Method::POST, "/admin/plugins/nope/reload")
+    let response = client
+        .request(Method::POST, service.url("/admin/plugins/nope/reload"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
@@ -495,11 +451,7 @@ async fn admin_reload_rollback_and_a_hot_swap_while_serving() {
 
 #[tokio::test]
 async fn probes_metrics_and_openapi() {
-    let hibp = HibpServer::start(&[]).await;
-    let service = TestService::start(&hibp.server.url(), None, |_| {})
-        .await
-        .unwrap();
-    let client = Client::new();
+    let (_hibp, service, client) = default_service(&[]).await;
     assert_eq!(
         client
             .get(service.url("/healthz"))
@@ -509,39 +461,13 @@ async fn probes_metrics_and_openapi() {
             .status(),
         StatusCode::OK
     );
-    let ready: Value = client
-        .get(service.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = get_json(&client, service.url("/readyz")).await;
     assert_eq!(ready, json!({ "database": true, "plugins": true }));
-    post(
-        &client,
-        service.url("/v1/password/check"),
-        json!({ "password": GOOD_PASSWORD }),
-    )
-    .await;
-    let metrics = client
-        .get(service.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    check_password(&client, &service, GOOD_PASSWORD).await;
+    let metrics = get_text(&client, service.url("/metrics")).await;
     assert!(metrics.contains("http_requests_total"), "{metrics}");
     assert!(metrics.contains("egress_requests_total"), "{metrics}");
-    let openapi: Value = client
-        .get(service.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let openapi = get_json(&client, service.url("/openapi.json")).await;
     assert_eq!(openapi["openapi"], "3.1.0");
     assert!(openapi["paths"]["/v1/users"]["post"].is_object());
 }

@@ -101,13 +101,7 @@ impl Api {
 
     /// Logs in; returns the session token and the session.
     async fn login(&self, email: &str, password: &str) -> (String, Value) {
-        let answer = self
-            .post(
-                "/v1/sessions",
-                None,
-                json!({ "email": email, "password": password }),
-            )
-            .await;
+        let answer = self.try_login(email, password).await;
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
         (
             answer.body["session_token"]
@@ -116,6 +110,43 @@ impl Api {
                 .to_owned(),
             answer.body["session"].clone(),
         )
+    }
+
+    /// Tries to log in (`POST /v1/sessions`); the answer, whatever it is.
+    async fn try_login(&self, email: &str, password: &str) -> Answer {
+        self.post(
+            "/v1/sessions",
+            None,
+            json!({ "email": email, "password": password }),
+        )
+        .await
+    }
+
+    /// Presents a verification token (`POST /v1/email/verifications`).
+    async fn verify_email(&self, token: &str) -> Answer {
+        self.post("/v1/email/verifications", None, json!({ "token": token }))
+            .await
+    }
+
+    /// `PATCH /v1/users/me` with `body`, as the holder of the session `token`.
+    async fn patch_me(&self, token: &str, body: Value) -> Answer {
+        self.call(Method::PATCH, "/v1/users/me", Some(token), Some(body))
+            .await
+    }
+
+    /// `DELETE /v1/users/me` proving `current_password`, as the holder of the session `token`.
+    async fn delete_me(&self, token: &str, current_password: &str) -> Answer {
+        self.delete(
+            "/v1/users/me",
+            Some(token),
+            Some(json!({ "current_password": current_password })),
+        )
+        .await
+    }
+
+    /// `POST /v1/password/change` with `body`, with the session `bearer` when given.
+    async fn change_password(&self, bearer: Option<&str>, body: Value) -> Answer {
+        self.post("/v1/password/change", bearer, body).await
     }
 
     async fn whoami(&self, token: &str) -> Answer {
@@ -239,22 +270,10 @@ async fn lifecycle(backend: Backend) {
 
     // Unverified: the right password is refused with its own problem type; a wrong one is not
     // told about verification.
-    let answer = api
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "email": "ann@example.org", "password": PASSWORD }),
-        )
-        .await;
+    let answer = api.try_login("ann@example.org", PASSWORD).await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
     assert_eq!(kind(&answer), "email-not-verified");
-    let answer = api
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "email": "ann@example.org", "password": NEW_PASSWORD }),
-        )
-        .await;
+    let answer = api.try_login("ann@example.org", NEW_PASSWORD).await;
     assert_eq!(kind(&answer), "invalid-credentials");
 
     // Verify with the token from the event (delivered through the outbox).
@@ -268,18 +287,14 @@ async fn lifecycle(backend: Backend) {
         data["verificationLink"],
         format!("http://127.0.0.1:8080/verify-email?token={token}")
     );
-    let answer = api
-        .post("/v1/email/verifications", None, json!({ "token": token }))
-        .await;
+    let answer = api.verify_email(&token).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert_eq!(answer.body["email_verified"], true);
     let verified = api.events("EmailVerifiedEventV1").await;
     assert_eq!(verified.len(), 1);
     assert_eq!(verified[0]["data"]["email"], "ann@example.org");
     // Single use.
-    let answer = api
-        .post("/v1/email/verifications", None, json!({ "token": token }))
-        .await;
+    let answer = api.verify_email(&token).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert_eq!(kind(&answer), "invalid-verification-token");
 
@@ -445,25 +460,17 @@ async fn password_changes(backend: Backend) {
 
     // With a session: the current password is still proven.
     let answer = api
-        .post(
-            "/v1/password/change",
+        .change_password(
             Some(&laptop),
             json!({ "current_password": "not the password at all", "new_password": NEW_PASSWORD }),
         )
         .await;
     assert_eq!(kind(&answer), "invalid-credentials");
     // Another account's email with this session is refused.
-    let answer = api
-        .post(
-            "/v1/password/change",
-            Some(&laptop),
-            json!({ "email": "other@example.org", "current_password": PASSWORD, "new_password": NEW_PASSWORD }),
-        )
-        .await;
+    let answer = api.change_password(Some(&laptop), json!({ "email": "other@example.org", "current_password": PASSWORD, "new_password": NEW_PASSWORD })).await;
     assert_eq!(kind(&answer), "invalid-credentials");
     let answer = api
-        .post(
-            "/v1/password/change",
+        .change_password(
             Some(&laptop),
             json!({ "current_password": PASSWORD, "new_password": NEW_PASSWORD }),
         )
@@ -480,8 +487,7 @@ async fn password_changes(backend: Backend) {
     );
     // Neither a session nor an email: 401.
     let answer = api
-        .post(
-            "/v1/password/change",
+        .change_password(
             None,
             json!({ "current_password": NEW_PASSWORD, "new_password": PASSWORD }),
         )
@@ -517,13 +523,7 @@ async fn password_changes(backend: Backend) {
     let (desk, _) = api
         .login("pat@example.org", "a brand new passphrase for spring")
         .await;
-    let answer = api
-        .post(
-            "/v1/password/change",
-            None,
-            json!({ "email": "pat@example.org", "current_password": "a brand new passphrase for spring", "new_password": NEW_PASSWORD }),
-        )
-        .await;
+    let answer = api.change_password(None, json!({ "email": "pat@example.org", "current_password": "a brand new passphrase for spring", "new_password": NEW_PASSWORD })).await;
     assert_eq!(answer.status, StatusCode::NO_CONTENT, "{}", answer.body);
     assert_unauthenticated(
         &api.whoami(&desk).await,
@@ -562,34 +562,16 @@ async fn deletion(backend: Backend) {
     let (laptop, _) = api.login("del@example.org", PASSWORD).await;
     let (phone, _) = api.login("del@example.org", PASSWORD).await;
 
-    let answer = api
-        .delete(
-            "/v1/users/me",
-            Some(&laptop),
-            Some(json!({ "current_password": NEW_PASSWORD })),
-        )
-        .await;
+    let answer = api.delete_me(&laptop, NEW_PASSWORD).await;
     assert_eq!(kind(&answer), "invalid-credentials");
-    let answer = api
-        .delete(
-            "/v1/users/me",
-            Some(&laptop),
-            Some(json!({ "current_password": PASSWORD })),
-        )
-        .await;
+    let answer = api.delete_me(&laptop, PASSWORD).await;
     assert_eq!(answer.status, StatusCode::NO_CONTENT, "{}", answer.body);
 
     for token in [&laptop, &phone] {
         assert_unauthenticated(&api.whoami(token).await, "a deleted user's session");
         assert!(!api.session_stored(token).await, "its sessions are gone");
     }
-    let answer = api
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "email": "del@example.org", "password": PASSWORD }),
-        )
-        .await;
+    let answer = api.try_login("del@example.org", PASSWORD).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert_eq!(kind(&answer), "invalid-credentials");
     let answer = api.get(&location, Some(ADMIN_TOKEN)).await;
@@ -641,50 +623,29 @@ async fn email_change(backend: Backend) {
 
     // Display name only: no password needed.
     let answer = api
-        .call(
-            Method::PATCH,
-            "/v1/users/me",
-            Some(&token),
-            Some(json!({ "display_name": "  Ann B.  " })),
-        )
+        .patch_me(&token, json!({ "display_name": "  Ann B.  " }))
         .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert_eq!(answer.body["display_name"], "Ann B.");
-    let answer = api
-        .call(
-            Method::PATCH,
-            "/v1/users/me",
-            Some(&token),
-            Some(json!({ "display_name": null })),
-        )
-        .await;
+    let answer = api.patch_me(&token, json!({ "display_name": null })).await;
     assert_eq!(answer.body["display_name"], Value::Null);
 
     // The email needs the current password.
     let answer = api
-        .call(
-            Method::PATCH,
-            "/v1/users/me",
-            Some(&token),
-            Some(json!({ "email": "new@example.org" })),
-        )
+        .patch_me(&token, json!({ "email": "new@example.org" }))
         .await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     let answer = api
-        .call(
-            Method::PATCH,
-            "/v1/users/me",
-            Some(&token),
-            Some(json!({ "email": "new@example.org", "current_password": NEW_PASSWORD })),
+        .patch_me(
+            &token,
+            json!({ "email": "new@example.org", "current_password": NEW_PASSWORD }),
         )
         .await;
     assert_eq!(kind(&answer), "invalid-credentials");
     let answer = api
-        .call(
-            Method::PATCH,
-            "/v1/users/me",
-            Some(&token),
-            Some(json!({ "email": "New@Example.org", "current_password": PASSWORD })),
+        .patch_me(
+            &token,
+            json!({ "email": "New@Example.org", "current_password": PASSWORD }),
         )
         .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
@@ -695,13 +656,7 @@ async fn email_change(backend: Backend) {
     assert_eq!(answer.body["pending_email"], "new@example.org");
     // Until verified, the old address logs in and the new one does not.
     api.login("old@example.org", PASSWORD).await;
-    let answer = api
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "email": "new@example.org", "password": PASSWORD }),
-        )
-        .await;
+    let answer = api.try_login("new@example.org", PASSWORD).await;
     assert_eq!(kind(&answer), "invalid-credentials");
 
     let change_token = api.verification_token("new@example.org").await;
@@ -709,13 +664,7 @@ async fn email_change(backend: Backend) {
     let change = requested.last().unwrap();
     assert_eq!(change["data"]["purpose"], "email-change");
     assert_eq!(change["data"]["currentEmail"], "old@example.org");
-    let answer = api
-        .post(
-            "/v1/email/verifications",
-            None,
-            json!({ "token": change_token }),
-        )
-        .await;
+    let answer = api.verify_email(&change_token).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     let me = api.get("/v1/users/me", Some(&token)).await;
     assert_eq!(me.body["email"], "new@example.org");
@@ -723,13 +672,7 @@ async fn email_change(backend: Backend) {
     assert_eq!(me.body["email_verified"], true);
     assert_eq!(me.body["pending_email"], Value::Null);
     api.login("new@example.org", PASSWORD).await;
-    let answer = api
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "email": "old@example.org", "password": PASSWORD }),
-        )
-        .await;
+    let answer = api.try_login("old@example.org", PASSWORD).await;
     assert_eq!(kind(&answer), "invalid-credentials");
     let verified = api.events("EmailVerifiedEventV1").await;
     assert_eq!(
@@ -739,13 +682,7 @@ async fn email_change(backend: Backend) {
 
     // A verification ends every other outstanding one: the registration's token for the old
     // address cannot move the account back.
-    let answer = api
-        .post(
-            "/v1/email/verifications",
-            None,
-            json!({ "token": registration_token }),
-        )
-        .await;
+    let answer = api.verify_email(&registration_token).await;
     assert_eq!(kind(&answer), "invalid-verification-token");
 
     // Re-sending: always 202; throttled per account.
@@ -898,10 +835,7 @@ async fn attacks(backend: Backend) {
     // A verification token used by 8 concurrent requests verifies once.
     api.register("race@example.org").await;
     let token = api.verification_token("race@example.org").await;
-    let answers = futures_util::future::join_all(
-        (0..8).map(|_| api.post("/v1/email/verifications", None, json!({ "token": token }))),
-    )
-    .await;
+    let answers = futures_util::future::join_all((0..8).map(|_| api.verify_email(&token))).await;
     let ok = answers
         .iter()
         .filter(|a| a.status == StatusCode::OK)
@@ -949,14 +883,9 @@ async fn attacks(backend: Backend) {
     assert!(alive <= 1, "both sessions survived mutual revocation");
 
     // Concurrent logins each get their own session and token.
-    let logins = futures_util::future::join_all((0..6).map(|_| {
-        api.post(
-            "/v1/sessions",
-            None,
-            json!({ "email": "bob@example.org", "password": PASSWORD }),
-        )
-    }))
-    .await;
+    let logins =
+        futures_util::future::join_all((0..6).map(|_| api.try_login("bob@example.org", PASSWORD)))
+            .await;
     let tokens: std::collections::BTreeSet<String> = logins
         .iter()
         .filter_map(|a| a.body["session_token"].as_str().map(str::to_owned))

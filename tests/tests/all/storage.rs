@@ -1,7 +1,12 @@
 //! The storage contract, run on SQLite and on a real PostgreSQL server: the same SQL through
 //! sqlx's `Any` driver must behave the same on both.
 
-use harness::{hibp::HibpServer, postgres, service::TestService};
+use harness::{
+    hibp::HibpServer,
+    http::{get_json, post},
+    postgres,
+    service::TestService,
+};
 use serde_json::json;
 use user_service::store::{
     DeliveryFailure, DeliveryOutcome, OutboxEvent, Store, User, now_micros, random_id,
@@ -28,6 +33,33 @@ fn event(kind: &str, aggregate: &str) -> OutboxEvent {
         aggregate_id: aggregate.to_owned(),
         payload: json!({ "id": id, "type": kind }),
     }
+}
+
+/// Stores the reset token `hash` for `user`, expiring at `expires_at`, with its event.
+async fn create_reset_token(store: &Store, hash: &str, user: &str, expires_at: i64) {
+    store
+        .create_reset_token(
+            hash,
+            user,
+            expires_at,
+            &event("PasswordResetRequestedEventV1", user),
+        )
+        .await
+        .unwrap();
+}
+
+/// Sets `user`'s password hash to `new_hash` with the reset token `hash`, with its event;
+/// whether the token was accepted.
+async fn reset_password(store: &Store, user: &str, new_hash: &str, hash: &str) -> bool {
+    store
+        .set_password(
+            user,
+            new_hash,
+            Some(hash),
+            &event("PasswordChangedEventV1", user),
+        )
+        .await
+        .unwrap()
 }
 
 /// Every store operation the flows rely on.
@@ -77,24 +109,8 @@ async fn storage_contract(url: &str) {
     assert_eq!((loaded.failed_logins, loaded.reset_required), (0, true));
 
     let far = user_service::store::now() + 3600;
-    store
-        .create_reset_token(
-            "hash-1",
-            &ann.id,
-            far,
-            &event("PasswordResetRequestedEventV1", &ann.id),
-        )
-        .await
-        .unwrap();
-    store
-        .create_reset_token(
-            "hash-expired",
-            &ann.id,
-            1,
-            &event("PasswordResetRequestedEventV1", &ann.id),
-        )
-        .await
-        .unwrap();
+    create_reset_token(&store, "hash-1", &ann.id, far).await;
+    create_reset_token(&store, "hash-expired", &ann.id, 1).await;
     assert_eq!(
         store.reset_token_user("hash-1").await.unwrap().as_deref(),
         Some(ann.id.as_str())
@@ -104,38 +120,10 @@ async fn storage_contract(url: &str) {
         None,
         "expired tokens are not found"
     );
+    assert!(!reset_password(&store, &ann.id, "new-hash", "hash-expired").await);
+    assert!(reset_password(&store, &ann.id, "new-hash", "hash-1").await);
     assert!(
-        !store
-            .set_password(
-                &ann.id,
-                "new-hash",
-                Some("hash-expired"),
-                &event("PasswordChangedEventV1", &ann.id)
-            )
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .set_password(
-                &ann.id,
-                "new-hash",
-                Some("hash-1"),
-                &event("PasswordChangedEventV1", &ann.id)
-            )
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .set_password(
-                &ann.id,
-                "newer-hash",
-                Some("hash-1"),
-                &event("PasswordChangedEventV1", &ann.id)
-            )
-            .await
-            .unwrap(),
+        !reset_password(&store, &ann.id, "newer-hash", "hash-1").await,
         "single use"
     );
     let loaded = store.user_by_id(&ann.id).await.unwrap().unwrap();
@@ -305,27 +293,17 @@ async fn the_service_runs_on_postgres() {
     .await
     .unwrap();
     let client = reqwest::Client::new();
-    let register = client
-        .post(service.url("/v1/users"))
-        .json(&json!({ "email": "pg@example.org", "password": "correct horse battery staple" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(register.status(), reqwest::StatusCode::CREATED);
-    let login = client
-        .post(service.url("/v1/sessions"))
-        .json(&json!({ "email": "pg@example.org", "password": "correct horse battery staple" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), reqwest::StatusCode::OK);
-    let ready: serde_json::Value = client
-        .get(service.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (register, _) = post(
+        &client,
+        service.url("/v1/users"),
+        json!({ "email": "pg@example.org", "password": "correct horse battery staple" }),
+    )
+    .await;
+    assert_eq!(register, reqwest::StatusCode::CREATED);
+    let (login, _) = service
+        .login(&client, "pg@example.org", "correct horse battery staple")
+        .await;
+    assert_eq!(login, reqwest::StatusCode::OK);
+    let ready = get_json(&client, service.url("/readyz")).await;
     assert_eq!(ready["database"], true);
 }
