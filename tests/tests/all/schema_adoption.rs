@@ -371,6 +371,29 @@ async fn an_old_sqlite_database_is_adopted() {
     .await;
 }
 
+/// Replicas racing to migrate the same old SQLite file, many times over: whichever migrator
+/// loses a migration to the other (its `ALTER TABLE` finds the column already added, or its
+/// record the version already taken) retries, and every replica comes up.
+#[tokio::test]
+async fn replicas_racing_on_an_old_sqlite_database_all_come_up() {
+    for round in 0..25 {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/old.db?mode=rwc", dir.path().display());
+        old_database(&url).await;
+        let (first, second, third) = tokio::join!(
+            Store::connect(&url),
+            Store::connect(&url),
+            Store::connect(&url)
+        );
+        for (replica, store) in [first, second, third].into_iter().enumerate() {
+            let store = store.unwrap_or_else(|error| {
+                panic!("round {round}, replica {replica}: {error:#}");
+            });
+            assert_eq!(store.outbox_counts().await.unwrap(), (1, 1, 1));
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_old_postgres_database_is_adopted() {
     let url = postgres::fresh_database()

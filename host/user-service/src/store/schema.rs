@@ -77,22 +77,38 @@ pub(super) async fn migrate(pool: &AnyPool, backend: Backend) -> anyhow::Result<
 /// Runs the SQLite migrations, again while another process holds the file's write lock: sqlx
 /// takes no lock on SQLite, and a migrator whose read snapshot another one's commit outdated
 /// gets `SQLITE_BUSY` at once rather than after the busy timeout. And a migrator that read the
-/// applied list just before another one committed a migration runs it again and fails on the
-/// record's unique version (`SQLITE_CONSTRAINT`). Safe to repeat: each migration commits with
-/// its record in one transaction (the failed one rolled back whole, its conversion included),
-/// so a retry skips what is done.
+/// applied list just before another one committed a migration runs it again: it fails on the
+/// record's unique version (`SQLITE_CONSTRAINT`), or earlier on the migration's own statement
+/// (`duplicate column name` for an `ALTER TABLE ... ADD COLUMN`), which is why a failed
+/// migration that is recorded as applied by the time we look is a lost race too. Safe to
+/// repeat: each migration commits with its record in one transaction (the failed one rolled
+/// back whole, its conversion included), so a retry skips what is done.
 async fn run_sqlite(pool: &AnyPool) -> Result<(), MigrateError> {
     const ATTEMPTS: u32 = 100;
     let mut attempt = 1;
     loop {
         match SQLITE.run(pool).await {
-            Err(error) if attempt < ATTEMPTS && lost_a_race(&error) => {
+            Err(error)
+                if attempt < ATTEMPTS
+                    && (lost_a_race(&error) || applied_meanwhile(pool, &error).await) =>
+            {
                 attempt += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
             outcome => return outcome,
         }
     }
+}
+
+/// True when `error` is a failed migration that another migrator has recorded as applied
+/// since: it ran the same statements first.
+async fn applied_meanwhile(pool: &AnyPool, error: &MigrateError) -> bool {
+    let MigrateError::ExecuteMigration(_, version) = error else {
+        return false;
+    };
+    // `version` is the migration's number from sqlx, not input.
+    let sql = format!("SELECT 1 FROM _sqlx_migrations WHERE version = {version} AND success");
+    matches!(sqlx::query(&sql).fetch_optional(pool).await, Ok(Some(_)))
 }
 
 /// True for `SQLITE_BUSY`, `SQLITE_LOCKED` or `SQLITE_CONSTRAINT` (any extended code): what a
