@@ -33,6 +33,9 @@ impl PolicyHost {
         account: Option<&str>,
     ) -> DecisionRecord {
         let staged = self.catalog.staging().get(name);
+        if !self.wants_lines(staged.as_ref()) {
+            return self.evaluate_password(name, input).await;
+        }
         let started = Instant::now();
         if let Some(staged) = canary_for(staged.as_ref(), name, account) {
             let (record, calls, dropped) = collect(self.catalog.evaluate_password_on(
@@ -74,6 +77,9 @@ impl PolicyHost {
         account: Option<&str>,
     ) -> BreachRecord {
         let staged = self.catalog.staging().get(name);
+        if !self.wants_lines(staged.as_ref()) {
+            return self.check_breach(name, password).await;
+        }
         let started = Instant::now();
         if let Some(staged) = canary_for(staged.as_ref(), name, account) {
             let (breach, calls, dropped) = collect(check_breach_on(
@@ -119,6 +125,9 @@ impl PolicyHost {
         account: Option<&str>,
     ) -> DecisionRecord {
         let staged = self.catalog.staging().get(name);
+        if !self.wants_lines(staged.as_ref()) {
+            return self.verify_captcha(name, input).await;
+        }
         let started = Instant::now();
         if let Some(staged) = canary_for(staged.as_ref(), name, account) {
             let (record, calls, dropped) =
@@ -136,6 +145,14 @@ impl PolicyHost {
             shadow.diff.skip_shadow();
         }
         record
+    }
+
+    /// Whether a decision needs its [`DecisionLine`]: a staged candidate compares with it, or
+    /// the decision log writes it. Otherwise the decision runs bare: recording its egress
+    /// calls and building a line nobody reads cost every request (the usual case: no rollout
+    /// under way, the log off).
+    fn wants_lines(&self, staged: Option<&Arc<Staged>>) -> bool {
+        staged.is_some() || self.catalog.staging().decision_log().is_on()
     }
 
     /// Logs and counts a canary's decision, and aborts the canary when its error rate says so.

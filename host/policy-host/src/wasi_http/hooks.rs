@@ -83,10 +83,17 @@ impl WasiHttpHooks for EgressHooks {
             };
             let limit = gateway.config().max_request_bytes;
             let (mut parts, body) = request.into_parts();
+            let destinations = &gateway.config().trace_context_destinations;
+            // The URL is spelled out only when a trace could go with it.
+            let url = if traceparent.is_some() && !destinations.is_empty() {
+                parts.uri.to_string()
+            } else {
+                String::new()
+            };
             trace::apply(
                 &mut parts.headers,
-                &parts.uri.to_string(),
-                &gateway.config().trace_context_destinations,
+                &url,
+                destinations,
                 traceparent.as_deref(),
             );
             let body = Limited::new(body, limit)
