@@ -36,7 +36,9 @@ pub enum DestinationError {
     },
 }
 
-/// A parsed allowlist entry: scheme + host + port (+ path prefix).
+/// A parsed allowlist entry: scheme + host + port (+ path prefix). Made by
+/// [`Destination::parse`], which also spells [`Destination::origin`] and
+/// [`Destination::authority`] from these fields: treat them as read-only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
     /// `http` or `https`.
