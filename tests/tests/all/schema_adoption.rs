@@ -373,10 +373,16 @@ async fn an_old_sqlite_database_is_adopted() {
 
 /// Replicas racing to migrate the same old SQLite file, many times over: whichever migrator
 /// loses a migration to the other (its `ALTER TABLE` finds the column already added, or its
-/// record the version already taken) retries, and every replica comes up.
+/// record the version already taken, or its switch to WAL mode the file's lock) retries, and
+/// every replica comes up.
 #[tokio::test]
 async fn replicas_racing_on_an_old_sqlite_database_all_come_up() {
-    for round in 0..25 {
+    // `SCHEMA_RACE_ROUNDS=500` to hunt a rarer race.
+    let rounds = std::env::var("SCHEMA_RACE_ROUNDS")
+        .ok()
+        .and_then(|rounds| rounds.parse().ok())
+        .unwrap_or(40);
+    for round in 0..rounds {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/old.db?mode=rwc", dir.path().display());
         old_database(&url).await;

@@ -77,9 +77,7 @@ impl Store {
             .await
             .map_err(|error| anyhow::anyhow!("cannot open database: {error}"))?;
         if backend == Backend::Sqlite {
-            sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&pool)
-                .await?;
+            schema::switch_to_wal(&pool).await?;
             sqlx::query("PRAGMA synchronous = FULL")
                 .execute(&pool)
                 .await?;

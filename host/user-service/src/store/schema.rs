@@ -114,15 +114,51 @@ async fn applied_meanwhile(pool: &AnyPool, error: &MigrateError) -> bool {
 /// True for `SQLITE_BUSY`, `SQLITE_LOCKED` or `SQLITE_CONSTRAINT` (any extended code): what a
 /// migrator racing another one on the same file meets.
 fn lost_a_race(error: &MigrateError) -> bool {
-    let (MigrateError::Execute(sqlx::Error::Database(database))
-    | MigrateError::ExecuteMigration(sqlx::Error::Database(database), _)) = error
-    else {
+    let (MigrateError::Execute(error) | MigrateError::ExecuteMigration(error, _)) = error else {
         return false;
+    };
+    sqlite_primary_code(error).is_some_and(|code| matches!(code, SQLITE_BUSY | SQLITE_LOCKED | 19))
+}
+
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_LOCKED: i32 = 6;
+
+/// The SQLite primary result code of a database error (extended codes carry it in their low
+/// byte).
+fn sqlite_primary_code(error: &sqlx::Error) -> Option<i32> {
+    let sqlx::Error::Database(database) = error else {
+        return None;
     };
     database
         .code()
         .and_then(|code| code.parse::<i32>().ok())
-        .is_some_and(|code| matches!(code & 0xff, 5 | 6 | 19))
+        .map(|code| code & 0xff)
+}
+
+/// Puts the file in WAL mode (persistent; readers then never wait for the writer). Replicas
+/// opening the same file for the first time race for the exclusive lock the switch needs, and
+/// SQLite answers the loser `SQLITE_BUSY` at once, without its busy timeout: hence the retries,
+/// for up to ten seconds.
+pub(super) async fn switch_to_wal(pool: &AnyPool) -> anyhow::Result<()> {
+    const ATTEMPTS: u32 = 200;
+    let mut attempt = 1;
+    loop {
+        match sqlx::query("PRAGMA journal_mode = WAL").execute(pool).await {
+            Err(error)
+                if attempt < ATTEMPTS
+                    && sqlite_primary_code(&error)
+                        .is_some_and(|code| matches!(code, SQLITE_BUSY | SQLITE_LOCKED)) =>
+            {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            outcome => {
+                return outcome
+                    .map(drop)
+                    .context("cannot switch the database to WAL mode");
+            }
+        }
+    }
 }
 
 /// Adds the columns of [`LEGACY_SQLITE_COLUMNS`] a database made before migrations lacks. A

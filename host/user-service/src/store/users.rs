@@ -107,7 +107,11 @@ impl Store {
             match updated {
                 Ok(updated) if updated.rows_affected() == 1 => {}
                 // Lost a race with another replica's migration, or a duplicate: the same outcome.
-                Ok(_) | Err(sqlx::Error::Database(_)) => {
+                // Any other error (a busy database, a lost connection) fails the start.
+                Ok(_) => {
+                    tracing::warn!(user = %id, "another account has this address's canonical form; left as it is");
+                }
+                Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
                     tracing::warn!(user = %id, "another account has this address's canonical form; left as it is");
                 }
                 Err(error) => return Err(error.into()),
