@@ -114,7 +114,9 @@ where
         step(i).await;
     }
     let mut samples = Vec::with_capacity(iterations);
+    let mut scratch = vec![0u8; evict_kib() * 1024];
     for i in plan.warmup..plan.warmup + iterations {
+        evict_caches(&mut scratch);
         let before = Instant::now();
         step(i).await;
         samples.push(before.elapsed());
@@ -157,8 +159,7 @@ where
     (summarise(native_samples), summarise(host_samples))
 }
 
-/// `BENCH_EVICT_KIB`: KiB of memory written between two measured calls of [`measure_pair`]
-/// (default 0). A few MiB (this machine's L2 is 2 MiB a core) leave each call with the cold
+/// `BENCH_EVICT_KIB`: KiB of memory written before each measured call (default 0). A few MiB (this machine's L2 is 2 MiB a core) leave each call with the cold
 /// caches a decision meets inside the service, where HTTP, JSON and the client run between two
 /// decisions.
 fn evict_kib() -> usize {
