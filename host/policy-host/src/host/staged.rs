@@ -20,7 +20,11 @@ use crate::{
         decision_log::{DecisionLine, Role},
     },
 };
-use std::{future::Future, sync::Arc, time::Instant};
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 impl PolicyHost {
     /// Judges a new password in slot `name` for `account` (the email, or any stable key of the
@@ -36,31 +40,22 @@ impl PolicyHost {
         if !self.wants_lines(staged.as_ref()) {
             return self.evaluate_password(name, input).await;
         }
-        let started = Instant::now();
         if let Some(staged) = canary_for(staged.as_ref(), name, account) {
-            let (record, calls, dropped) = collect(self.catalog.evaluate_password_on(
-                name,
-                &staged.plugin,
-                input,
-            ))
-            .await;
-            let line = DecisionLine::new(name, Role::Canary, &record, started.elapsed())
-                .with_egress(calls, dropped);
+            let decision = self
+                .catalog
+                .evaluate_password_on(name, &staged.plugin, input);
+            let (record, line) = recorded(name, Role::Canary, decision).await;
             self.finish_canary(name, staged, &line);
             return record;
         }
-        let (record, calls, dropped) = collect(self.evaluate_password(name, input)).await;
-        let line = DecisionLine::new(name, Role::Serving, &record, started.elapsed())
-            .with_egress(calls, dropped);
+        let (record, line) =
+            recorded(name, Role::Serving, self.evaluate_password(name, input)).await;
         if let Some(shadow) = self.finish_serving(staged, &line) {
             let catalog = self.catalog.clone();
             let (slot, plugin, input) = (name.to_owned(), shadow.plugin.clone(), input.clone());
             self.shadow(name, shadow, account, line, move || async move {
-                let started = Instant::now();
-                let (record, calls, dropped) =
-                    collect(catalog.evaluate_password_on(&slot, &plugin, &input)).await;
-                DecisionLine::new(&slot, Role::Shadow, &record, started.elapsed())
-                    .with_egress(calls, dropped)
+                let decision = catalog.evaluate_password_on(&slot, &plugin, &input);
+                recorded(&slot, Role::Shadow, decision).await.1
             });
         }
         record
@@ -80,36 +75,21 @@ impl PolicyHost {
         if !self.wants_lines(staged.as_ref()) {
             return self.check_breach(name, password).await;
         }
-        let started = Instant::now();
         if let Some(staged) = canary_for(staged.as_ref(), name, account) {
-            let (breach, calls, dropped) = collect(check_breach_on(
-                &self.catalog,
-                name,
-                Ok(staged.plugin.clone()),
-                password,
-            ))
-            .await;
-            let line = DecisionLine::new(name, Role::Canary, &breach.record, started.elapsed())
-                .with_outcome(&breach.outcome)
-                .with_egress(calls, dropped);
+            let decision =
+                check_breach_on(&self.catalog, name, Ok(staged.plugin.clone()), password);
+            let (breach, line) = recorded(name, Role::Canary, decision).await;
             self.finish_canary(name, staged, &line);
             return breach;
         }
-        let (breach, calls, dropped) = collect(self.check_breach(name, password)).await;
-        let line = DecisionLine::new(name, Role::Serving, &breach.record, started.elapsed())
-            .with_outcome(&breach.outcome)
-            .with_egress(calls, dropped);
+        let (breach, line) = recorded(name, Role::Serving, self.check_breach(name, password)).await;
         if let Some(shadow) = self.finish_serving(staged, &line) {
             let catalog = self.catalog.clone();
             let (slot, plugin) = (name.to_owned(), shadow.plugin.clone());
             let password = password.to_owned();
             self.shadow(name, shadow, account, line, move || async move {
-                let started = Instant::now();
-                let (breach, calls, dropped) =
-                    collect(check_breach_on(&catalog, &slot, Ok(plugin), &password)).await;
-                DecisionLine::new(&slot, Role::Shadow, &breach.record, started.elapsed())
-                    .with_outcome(&breach.outcome)
-                    .with_egress(calls, dropped)
+                let decision = check_breach_on(&catalog, &slot, Ok(plugin), &password);
+                recorded(&slot, Role::Shadow, decision).await.1
             });
         }
         breach
@@ -128,18 +108,13 @@ impl PolicyHost {
         if !self.wants_lines(staged.as_ref()) {
             return self.verify_captcha(name, input).await;
         }
-        let started = Instant::now();
         if let Some(staged) = canary_for(staged.as_ref(), name, account) {
-            let (record, calls, dropped) =
-                collect(self.verify_captcha_with(name, Ok(staged.plugin.clone()), input)).await;
-            let line = DecisionLine::new(name, Role::Canary, &record, started.elapsed())
-                .with_egress(calls, dropped);
+            let decision = self.verify_captcha_with(name, Ok(staged.plugin.clone()), input);
+            let (record, line) = recorded(name, Role::Canary, decision).await;
             self.finish_canary(name, staged, &line);
             return record;
         }
-        let (record, calls, dropped) = collect(self.verify_captcha(name, input)).await;
-        let line = DecisionLine::new(name, Role::Serving, &record, started.elapsed())
-            .with_egress(calls, dropped);
+        let (record, line) = recorded(name, Role::Serving, self.verify_captcha(name, input)).await;
         if let Some(shadow) = self.finish_serving(staged, &line) {
             // The token was spent on the serving verification: nothing left to compare.
             shadow.diff.skip_shadow();
@@ -226,4 +201,36 @@ fn canary_for<'a>(
     account: Option<&str>,
 ) -> Option<&'a Arc<Staged>> {
     staged.filter(|staged| staged.routes_to_candidate(name, account))
+}
+
+/// A decision's result that can describe itself as a [`DecisionLine`].
+trait Decided {
+    fn line(&self, slot: &str, role: Role, latency: Duration) -> DecisionLine;
+}
+
+impl Decided for DecisionRecord {
+    fn line(&self, slot: &str, role: Role, latency: Duration) -> DecisionLine {
+        DecisionLine::new(slot, role, self, latency)
+    }
+}
+
+impl Decided for BreachRecord {
+    fn line(&self, slot: &str, role: Role, latency: Duration) -> DecisionLine {
+        DecisionLine::new(slot, role, &self.record, latency).with_outcome(&self.outcome)
+    }
+}
+
+/// Runs `decision`, timing it and recording the egress calls it makes, and returns its result
+/// with its line for the decision log and the diff.
+async fn recorded<T: Decided>(
+    slot: &str,
+    role: Role,
+    decision: impl Future<Output = T>,
+) -> (T, DecisionLine) {
+    let started = Instant::now();
+    let (result, calls, dropped) = collect(decision).await;
+    let line = result
+        .line(slot, role, started.elapsed())
+        .with_egress(calls, dropped);
+    (result, line)
 }
