@@ -5,10 +5,10 @@ use super::{
     Caller, canonical_email, display_name,
     email_verification::{self, Purpose},
     events::event,
-    login::{invalid_credentials, throttled_attempt},
+    login::{invalid_credentials, proven_account},
     sessions::Authenticated,
 };
-use crate::{flows, passwords, problem::Problem, state::AppState, store::User};
+use crate::{problem::Problem, state::AppState, store::User};
 use http::StatusCode;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
@@ -41,26 +41,10 @@ pub async fn prove_password(
     client: IpAddr,
     captcha_token: Option<&str>,
 ) -> Result<(), Problem> {
-    if password.len() > flows::MAX_PASSWORD_BYTES {
-        return Err(invalid_credentials());
+    match proven_account(state, &user.email, password, client, captcha_token).await? {
+        Some(proven) if proven.id == user.id => Ok(()),
+        _ => Err(invalid_credentials()),
     }
-    let attempt = throttled_attempt(state, &user.email, client, captcha_token, "login").await?;
-    let matches = passwords::verify(
-        password.to_owned(),
-        attempt.user.as_ref().map(|user| user.password_hash.clone()),
-    )
-    .await
-    .map_err(Problem::internal)?;
-    if !matches
-        || attempt
-            .user
-            .as_ref()
-            .is_none_or(|found| found.id != user.id)
-    {
-        return Err(invalid_credentials());
-    }
-    state.throttle.succeeded(&attempt).await?;
-    Ok(())
 }
 
 fn no_such_user() -> Problem {

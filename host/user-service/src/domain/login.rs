@@ -8,6 +8,7 @@ use crate::{
     passwords,
     problem::Problem,
     state::AppState,
+    store::User,
     throttle::{Attempt, Decision},
 };
 use http::StatusCode;
@@ -75,6 +76,35 @@ pub(crate) async fn throttled_attempt(
     }
 }
 
+/// The account `email` when `password` is its password, proven by a login attempt: counted,
+/// throttled (a CAPTCHA or a lock may refuse it first, see [`throttled_attempt`]), and on
+/// success clearing the client's failure count. `Ok(None)` for a wrong password or no such
+/// account, the failure counted; a password longer than any we store is refused uncounted.
+pub(crate) async fn proven_account(
+    state: &AppState,
+    email: &str,
+    password: &str,
+    client: IpAddr,
+    captcha_token: Option<&str>,
+) -> Result<Option<User>, Problem> {
+    if password.len() > flows::MAX_PASSWORD_BYTES {
+        return Err(invalid_credentials());
+    }
+    let mut attempt = throttled_attempt(state, email, client, captcha_token, "login").await?;
+    let matches = passwords::verify(
+        password.to_owned(),
+        attempt.user.as_ref().map(|user| user.password_hash.clone()),
+    )
+    .await
+    .map_err(Problem::internal)?;
+    // A failure was counted before the check; a proof takes the client's count back.
+    let proven = attempt.user.take().filter(|_| matches);
+    if proven.is_some() {
+        state.throttle.succeeded(&attempt).await?;
+    }
+    Ok(proven)
+}
+
 /// Logs in: the throttled password check, then the breach check of the proven password and
 /// the verified-address rule; a session on success.
 pub async fn login(
@@ -84,29 +114,18 @@ pub async fn login(
 ) -> Result<Value, Problem> {
     let flows = &state.config.flows;
     let email = canonical_email(&body.email)?.canonical;
-    if body.password.len() > flows::MAX_PASSWORD_BYTES {
-        return Err(invalid_credentials());
-    }
-    let attempt = throttled_attempt(
+    let proven = proven_account(
         state,
         &email,
+        &body.password,
         caller.client,
         body.captcha_token.as_deref(),
-        "login",
     )
     .await?;
-    let matches = passwords::verify(
-        body.password.clone(),
-        attempt.user.as_ref().map(|user| user.password_hash.clone()),
-    )
-    .await
-    .map_err(Problem::internal)?;
-    let Some(user) = attempt.user.as_ref().filter(|_| matches) else {
-        // Already counted, before the check.
+    let Some(user) = proven else {
         metrics::counter!("logins_total", "outcome" => "failed").increment(1);
         return Err(invalid_credentials());
     };
-    state.throttle.succeeded(&attempt).await?;
     // The password was just proven: check it against the breach corpus now.
     let breached = if let Some(slot) = flows.breach_check.as_deref() {
         matches!(

@@ -4,12 +4,12 @@
 use super::{
     Caller, canonical_email,
     events::{RequestMetadata, event},
-    login::{invalid_credentials, throttled_attempt},
+    login::{invalid_credentials, proven_account},
     registration::context_words,
     sessions::{self, Authenticated},
 };
 use crate::{
-    flows::{self, PasswordReport, check_new_password, require_captcha, weak_password},
+    flows::{PasswordReport, check_new_password, require_captcha, weak_password},
     passwords,
     problem::Problem,
     state::AppState,
@@ -99,34 +99,24 @@ pub async fn change(
         (Some(current), None) => current.user.email.clone(),
         (None, None) => return Err(sessions::unauthenticated()),
     };
-    if body.current_password.len() > flows::MAX_PASSWORD_BYTES {
-        return Err(invalid_credentials());
-    }
-    let attempt = throttled_attempt(
+    let proven = proven_account(
         state,
         &email,
+        &body.current_password,
         caller.client,
         body.captcha_token.as_deref(),
-        "login",
     )
     .await?;
-    let matches = passwords::verify(
-        body.current_password,
-        attempt.user.as_ref().map(|user| user.password_hash.clone()),
-    )
-    .await
-    .map_err(Problem::internal)?;
-    let Some(user) = attempt.user.as_ref().filter(|_| matches) else {
+    let Some(user) = proven else {
         return Err(invalid_credentials());
     };
-    state.throttle.succeeded(&attempt).await?;
     let (revoke, revoked) = match &current {
         Some(current) => (Revoke::AllBut(&current.session.id), "others"),
         None => (Revoke::All, "all"),
     };
     let (hash, changed) = accept_new_password(
         state,
-        user,
+        &user,
         body.new_password,
         "change",
         revoked,
