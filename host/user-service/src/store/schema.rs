@@ -93,7 +93,7 @@ async fn run_sqlite(pool: &AnyPool) -> Result<(), MigrateError> {
                     && (lost_a_race(&error) || applied_meanwhile(pool, &error).await) =>
             {
                 attempt += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(RETRY_PAUSE).await;
             }
             outcome => return outcome,
         }
@@ -117,11 +117,20 @@ fn lost_a_race(error: &MigrateError) -> bool {
     let (MigrateError::Execute(error) | MigrateError::ExecuteMigration(error, _)) = error else {
         return false;
     };
-    sqlite_primary_code(error).is_some_and(|code| matches!(code, SQLITE_BUSY | SQLITE_LOCKED | 19))
+    locked_by_another(error) || sqlite_primary_code(error) == Some(SQLITE_CONSTRAINT)
 }
 
 const SQLITE_BUSY: i32 = 5;
 const SQLITE_LOCKED: i32 = 6;
+const SQLITE_CONSTRAINT: i32 = 19;
+
+/// The pause before a statement that lost a race to another process on the file runs again.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// True for `SQLITE_BUSY` or `SQLITE_LOCKED`: another connection holds the lock it needs.
+fn locked_by_another(error: &sqlx::Error) -> bool {
+    sqlite_primary_code(error).is_some_and(|code| matches!(code, SQLITE_BUSY | SQLITE_LOCKED))
+}
 
 /// The SQLite primary result code of a database error (extended codes carry it in their low
 /// byte).
@@ -144,13 +153,9 @@ pub(super) async fn switch_to_wal(pool: &AnyPool) -> anyhow::Result<()> {
     let mut attempt = 1;
     loop {
         match sqlx::query("PRAGMA journal_mode = WAL").execute(pool).await {
-            Err(error)
-                if attempt < ATTEMPTS
-                    && sqlite_primary_code(&error)
-                        .is_some_and(|code| matches!(code, SQLITE_BUSY | SQLITE_LOCKED)) =>
-            {
+            Err(error) if attempt < ATTEMPTS && locked_by_another(&error) => {
                 attempt += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(RETRY_PAUSE).await;
             }
             outcome => {
                 return outcome
